@@ -1,0 +1,24 @@
+"""Benchmark: synthetic captchas rendered per second on one core."""
+
+import argparse
+import time
+
+import numpy as np
+
+from simcaptcha.synth import Synthesizer, striped_background
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=3000, help="captchas to render")
+    args = parser.parse_args()
+    synth = Synthesizer(striped_background(np.random.default_rng(0)))
+    synth.render_batch(50, seed=0)  # warm the glyph cache
+    start = time.perf_counter()
+    synth.render_batch(args.n, seed=1)
+    elapsed = time.perf_counter() - start
+    print(f"synth: {args.n} captchas in {elapsed:.2f} s = {args.n / elapsed:.0f} captchas/s on one core")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Four-head captcha classifier: factory, training on (refined) synthetic streams, prediction, accuracy."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .alphabet import CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, decode
+from .runs import RunDir, save_model_atomic
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    filters: tuple[int, ...] = (16, 32, 64, 128)  # one 3x3 conv block each; all but the last halve the size
+    dense: int = 128  # per head
+    head_window: int = 6  # feature-map columns each head sees (of 12)
+    dropout: float = 0.3
+    seed: int = 0
+    mask: str | None = None  # background PNG for the synthesizer
+    fonts: tuple[str, ...] = ()
+    refiner: str | None = None  # refiner.keras applied to every synthetic batch
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    val_size: int = 512
+
+
+def head_windows(width: int, window: int) -> list[tuple[int, int]]:
+    """Column ranges of a feature map of `width` columns, one per character, centred on where it is drawn."""
+    from .synth import SynthConfig
+
+    spans = []
+    for cx in SynthConfig().x_centers:
+        c = int(round(cx / IMAGE_WIDTH * width))
+        lo = min(max(0, c - window // 2), width - window)
+        spans.append((lo, lo + window))
+    return spans
+
+
+def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
+    """A lean CNN over the preprocessed (50, 100, 1) image with heads char_0..char_3 (36-way softmax).
+
+    Each head reads only a window of feature-map columns around its character's usual place:
+    characters stay in their quarter, so this prior makes the network learn fast and small.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((IMAGE_HEIGHT, IMAGE_WIDTH, 1), name="image")
+    x = inputs
+    for i, f in enumerate(cfg.filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv_{i}")(x)
+        # BatchNorm: without it this network sometimes never starts learning.
+        x = layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = layers.ReLU(name=f"relu_{i}")(x)
+        if i < len(cfg.filters) - 1:
+            x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
+    x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    width = x.shape[2]
+    outputs = []
+    for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window)):
+        h = layers.Cropping2D(((0, 0), (lo, width - hi)), name=f"window_{i}")(x)
+        h = layers.Flatten(name=f"flatten_{i}")(h)
+        h = layers.Dense(cfg.dense, activation="relu", name=f"features_{i}")(h)
+        outputs.append(layers.Dense(NUM_CLASSES, activation="softmax", name=f"char_{i}")(h))
+    return keras.Model(inputs, outputs, name="classifier")
+
+
+def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Preprocessed images -> (N, 4, 36) probabilities."""
+    import tensorflow as tf
+
+    infer = _inference_fn(model)
+    out = [infer(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    if not out:
+        return np.zeros((0, CAPTCHA_LENGTH, NUM_CLASSES), np.float32)
+    return np.concatenate([np.stack([h.numpy() for h in o], axis=1) for o in out])
+
+
+_INFER_CACHE: dict[int, object] = {}
+
+
+def _inference_fn(model):
+    import tensorflow as tf
+
+    key = id(model)
+    if key not in _INFER_CACHE:
+        _INFER_CACHE[key] = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32)],
+        )
+    return _INFER_CACHE[key]
+
+
+def decode_probs(probs: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(N, 4, 36) -> texts and a per-captcha confidence (product of the four maximum probabilities)."""
+    idx = probs.argmax(-1)
+    conf = probs.max(-1).prod(-1)
+    return [decode(row) for row in idx], conf
+
+
+def accuracy(pred: list[str], truth: list[str]) -> tuple[float, float]:
+    """(captcha accuracy, character accuracy)."""
+    if not truth:
+        return 0.0, 0.0
+    whole = np.mean([p == t for p, t in zip(pred, truth)])
+    chars = np.mean([a == b for p, t in zip(pred, truth) for a, b in zip(p, t)])
+    return float(whole), float(chars)
+
+
+@dataclass
+class RealEval:
+    """Real captchas with labels, for evaluation only: never fed to training."""
+
+    x: np.ndarray
+    texts: list[str]
+    names: list[str] = field(default_factory=list)
+
+
+def load_real_eval(paths, labels_path) -> RealEval:
+    import json
+
+    from .challenges import load_captchas
+    from .preprocess import preprocess
+
+    labels = json.loads(Path(labels_path).read_text())
+    loaded = load_captchas(paths)
+    kept = [c for c in loaded.captchas if c.name in labels]
+    if not kept:
+        from .challenges import InputError
+
+        raise InputError(f"{labels_path}: no label matches a captcha in {', '.join(map(str, paths))}")
+    x = preprocess(np.stack([c.image for c in kept]))
+    return RealEval(x, [labels[c.name] for c in kept], [c.name for c in kept])
+
+
+def train_classifier(
+    cfg: ClassifierConfig,
+    out_dir,
+    resume: bool = False,
+    real_eval: RealEval | None = None,
+    extra_data: tuple[np.ndarray, np.ndarray] | None = None,
+    extra_fraction: float = 0.5,
+    init_model: str | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Train on an endless synthetic stream (refined when cfg.refiner is set); returns the final metrics.
+
+    extra_data: preprocessed images and (N, 4) labels (pseudo-labelled real captchas) mixed
+    into each batch at `extra_fraction`. init_model: start from these weights (fine-tuning).
+    """
+    import keras
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from .preprocess import load_background
+    from .synth import SynthConfig, Synthesizer, SyntheticStream
+
+    run = RunDir(out_dir)
+    if resume and run.has_checkpoint():
+        cfg = run.load_config(ClassifierConfig)
+    run.save_config(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+
+    background = load_background(cfg.mask) if cfg.mask else None
+    synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
+    refiner = keras.models.load_model(cfg.refiner, compile=False) if cfg.refiner else None
+
+    model = keras.models.load_model(init_model, compile=False) if init_model else build_classifier(cfg)
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02)
+    optimizer = keras.optimizers.Adam(schedule)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    start = 0
+    if resume and run.has_checkpoint():
+        start, _ = run.load_checkpoint({"classifier": model}, {"adam": optimizer})
+        log(f"resuming from step {start}")
+
+    @tf.function
+    def refine(x):
+        return refiner(x, training=False)
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            heads = model(x, training=True)
+            loss = tf.add_n([loss_fn(y[:, i], heads[i]) for i in range(CAPTCHA_LENGTH)])
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
+    stream = SyntheticStream(synth, cfg.batch_size - n_extra, seed=cfg.seed, start=start)
+    batches = iter(stream.dataset())
+    rng = np.random.default_rng((cfg.seed, start, 7))
+
+    val_images, val_texts = synth.render_batch(cfg.val_size, (cfg.seed, 999_999_999))
+    from .preprocess import preprocess
+
+    val_x = preprocess(val_images)
+    if refiner is not None:
+        val_x = refine(tf.constant(val_x)).numpy()
+
+    def evaluate(step):
+        metrics = {}
+        pred, _ = decode_probs(predict_probs(model, val_x))
+        metrics["val/synthetic_captcha_acc"], metrics["val/synthetic_char_acc"] = accuracy(pred, val_texts)
+        if real_eval is not None:
+            pred, _ = decode_probs(predict_probs(model, real_eval.x))
+            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = accuracy(pred, real_eval.texts)
+        run.log_scalars(step, metrics)
+        return metrics
+
+    bar = tqdm(total=cfg.steps, initial=start, desc="train classifier", disable=not progress, dynamic_ncols=True)
+    metrics: dict = {}
+    t0, loss_avg = time.time(), None
+    for step in range(start, cfg.steps):
+        x, y = next(batches)
+        if refiner is not None:
+            x = refine(x)
+        if n_extra:
+            pick = rng.integers(0, len(extra_data[0]), n_extra)
+            x = tf.concat([x, extra_data[0][pick]], 0)
+            y = tf.concat([y, extra_data[1][pick].astype(np.int32)], 0)
+        loss = float(train_step(x, y))
+        loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.3f}")
+        done = step + 1
+        if done % 50 == 0:
+            run.log_scalars(done, {"train/loss": loss_avg, "train/learning_rate": float(schedule(done))})
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            metrics = evaluate(done)
+            bar.write(f"step {done}: " + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in metrics.items()))
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            run.save_checkpoint(done, {"classifier": model}, {"adam": optimizer})
+    bar.close()
+    if not metrics:
+        metrics = evaluate(cfg.steps)
+    save_model_atomic(model, run.path / "classifier.keras")
+    if cfg.refiner:
+        import shutil
+
+        if Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
+            shutil.copyfile(cfg.refiner, run.path / "refiner.keras")
+    metrics["train/seconds"] = time.time() - t0
+    return metrics

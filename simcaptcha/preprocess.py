@@ -1,0 +1,64 @@
+"""The one preprocessing function shared by every stage, and the per-user background (noise mask) estimate.
+
+Real captchas are near-white strokes and thin white lines over saturated colour stripes.
+The minimum of R, G and B is high only where a pixel is close to white, so it separates
+strokes from stripes whatever the stripe colours are. The network sees that channel,
+scaled to [-1, 1], for real and synthetic captchas alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
+
+# The white lines of a background are the pixels at least this white (0-255 whiteness).
+LINE_THRESHOLD = 160
+
+
+def whiteness(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) uint8: how close each pixel is to white."""
+    return rgb.min(axis=-1)
+
+
+def preprocess(rgb: np.ndarray) -> np.ndarray:
+    """(N, 50, 100, 3) or (50, 100, 3) uint8 RGB -> float32 (..., 50, 100, 1) in [-1, 1]."""
+    rgb = np.asarray(rgb)
+    if rgb.shape[-3:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
+        raise ValueError(f"expected (..., {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) RGB, got {rgb.shape}")
+    return (whiteness(rgb).astype(np.float32)[..., None] / 127.5) - 1.0
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Inverse of preprocess for display: [-1, 1] -> uint8 grey, channel axis dropped."""
+    x = np.asarray(x)
+    if x.shape[-1] == 1:
+        x = x[..., 0]
+    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def estimate_background(images: np.ndarray) -> np.ndarray:
+    """Per-pixel median of many captchas of one user: their stripes and lines without characters.
+
+    Characters move from captcha to captcha and cover any one pixel in far fewer than half
+    of them, so the median keeps only what every captcha shares.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
+        raise ValueError(f"expected (N, {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) images, got {images.shape}")
+    if len(images) < 3:
+        raise ValueError(f"need at least 3 captchas to estimate the background, got {len(images)}")
+    return np.median(images, axis=0).round().astype(np.uint8)
+
+
+def line_mask(background: np.ndarray) -> np.ndarray:
+    """Boolean (50, 100): the white noise lines of a background."""
+    return whiteness(background) >= LINE_THRESHOLD
+
+
+def load_background(path) -> np.ndarray:
+    with Image.open(path) as im:
+        if im.size != (IMAGE_WIDTH, IMAGE_HEIGHT):
+            raise ValueError(f"{path}: mask is {im.size[0]}x{im.size[1]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
+        return np.asarray(im.convert("RGB"))

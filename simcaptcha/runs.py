@@ -1,0 +1,96 @@
+"""The run-folder contract shared by training stages: config.json, an atomic checkpoint that resumes, logs, samples."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .challenges import InputError, write_atomic, write_json_atomic
+
+CHECKPOINT = "checkpoint.npz"
+
+
+class RunDir:
+    """OUT/config.json, OUT/checkpoint.npz, OUT/logs/ (TensorBoard), OUT/samples/ (PNG grids)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.samples = self.path / "samples"
+        self.logs = self.path / "logs"
+        self._writer = None
+
+    # -- config -------------------------------------------------------------
+    def save_config(self, config) -> None:
+        write_json_atomic(self.path / "config.json", dataclasses.asdict(config))
+
+    def load_config(self, cls):
+        path = self.path / "config.json"
+        if not path.exists():
+            raise InputError(f"{path}: no config to resume from")
+        data = json.loads(path.read_text())
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields})
+
+    # -- checkpoint ---------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path.exists()
+
+    def save_checkpoint(self, step: int, models: dict, optimizers: dict, extra: dict | None = None) -> None:
+        """Weights, optimizer slots, the step and any extra arrays, in one file replaced atomically."""
+        arrays = {"step": np.array(step)}
+        for name, model in models.items():
+            for i, w in enumerate(model.get_weights()):
+                arrays[f"model/{name}/{i}"] = w
+        for name, opt in optimizers.items():
+            for i, v in enumerate(opt.variables):
+                arrays[f"opt/{name}/{i}"] = np.asarray(v)
+        for name, value in (extra or {}).items():
+            arrays[f"extra/{name}"] = np.asarray(value)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        write_atomic(self.checkpoint_path, buf.getvalue())
+
+    def load_checkpoint(self, models: dict, optimizers: dict) -> tuple[int, dict]:
+        """Restore in place; returns (step, extra arrays). Optimizers must already be built."""
+        with np.load(self.checkpoint_path) as data:
+            files = set(data.files)
+            for name, model in models.items():
+                n = len(model.get_weights())
+                model.set_weights([data[f"model/{name}/{i}"] for i in range(n)])
+            for name, opt in optimizers.items():
+                for i, v in enumerate(opt.variables):
+                    key = f"opt/{name}/{i}"
+                    if key in files:
+                        v.assign(data[key])
+            extra = {k[len("extra/") :]: data[k] for k in files if k.startswith("extra/")}
+            return int(data["step"]), extra
+
+    # -- logs ---------------------------------------------------------------
+    def log_scalars(self, step: int, scalars: dict) -> None:
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.logs))
+        with self._writer.as_default(step=step):
+            for k, v in scalars.items():
+                tf.summary.scalar(k, float(v))
+        self._writer.flush()
+
+
+def save_model_atomic(model, path: str | os.PathLike) -> None:
+    """keras.Model.save to a temporary .keras file, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,166 @@
+"""Font renderer: labelled synthetic captchas drawn over a user's background, seeded and batched."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, encode
+from .preprocess import preprocess
+
+GLYPH_BOX = 48  # glyphs are drawn centred in a square this size, then rotated
+
+
+def default_fonts() -> list[str]:
+    """The open fonts shipped with simcaptcha (fonts/ in the source tree, simcaptcha.fonts when installed)."""
+    folder = resources.files("simcaptcha.fonts")
+    fonts = sorted(str(p) for p in folder.iterdir() if p.name.lower().endswith((".ttf", ".otf")))
+    if not fonts:
+        raise FileNotFoundError("no fonts shipped with simcaptcha; pass --font")
+    return fonts
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """How synthetic captchas are drawn. Defaults were matched by eye and by ink statistics to HackMIT 2017."""
+
+    fonts: tuple[str, ...] = ()  # empty: the shipped fonts
+    font_size: tuple[int, int] = (20, 23)  # pixel size range, inclusive
+    rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
+    x_centers: tuple[float, ...] = (17.0, 43.0, 67.0, 88.0)  # mean centre of each character
+    x_jitter: float = 7.0  # uniform +- pixels around the mean centre
+    y_range: tuple[float, float] = (14.0, 40.0)  # vertical centre, uniform
+    stroke: tuple[int, int] = (1, 1)  # extra stroke width in pixels: the real font is heavier than any bold
+    ink: tuple[int, int] = (235, 255)  # character colour, a near-white grey level range
+    jpeg_quality: tuple[int, int] = (45, 55)  # real HackMIT captchas are quality 50, 4:2:0
+
+
+@lru_cache(maxsize=None)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+@lru_cache(maxsize=8192)
+def _glyph(path: str, size: int, char: str, stroke: int = 0) -> Image.Image:
+    """An 'L' coverage image of one character, centred on its ink in a GLYPH_BOX square."""
+    font = _font(path, size)
+    box = Image.new("L", (GLYPH_BOX, GLYPH_BOX), 0)
+    draw = ImageDraw.Draw(box)
+    l, t, r, b = draw.textbbox((0, 0), char, font=font, stroke_width=stroke)
+    xy = ((GLYPH_BOX - (r - l)) / 2 - l, (GLYPH_BOX - (b - t)) / 2 - t)
+    draw.text(xy, char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    return box
+
+
+def striped_background(rng: np.random.Generator) -> np.ndarray:
+    """A plain background of 4 random saturated stripes, used when no mask is given."""
+    bg = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+    for i in range(4):
+        colour = rng.integers(0, 200, 3)
+        colour[rng.integers(0, 3)] = 0  # saturated: one channel off, so it is never near white
+        bg[:, i * 25 : (i + 1) * 25] = colour
+    return bg
+
+
+class Synthesizer:
+    """Renders labelled captchas. `render_batch(n, seed)` is a pure function of its arguments."""
+
+    def __init__(self, background: np.ndarray | None = None, config: SynthConfig = SynthConfig()):
+        self.config = config
+        self.fonts = list(config.fonts) or default_fonts()
+        for f in self.fonts:
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"{f}: font file not found")
+            _font(f, config.font_size[0])  # fail early on a file that is not a font
+        if background is not None and background.shape != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
+            raise ValueError(f"background must be {IMAGE_HEIGHT}x{IMAGE_WIDTH} RGB, got {background.shape}")
+        self.background = None if background is None else Image.fromarray(background)
+
+    def random_text(self, rng: np.random.Generator) -> str:
+        return "".join(ALPHABET[i] for i in rng.integers(0, len(ALPHABET), CAPTCHA_LENGTH))
+
+    def render_jpeg(self, text: str, rng: np.random.Generator) -> bytes:
+        """Draw `text` and return the JPEG bytes, as the contest serves them."""
+        cfg = self.config
+        canvas = (self.background or Image.fromarray(striped_background(rng))).copy()
+        font = self.fonts[rng.integers(len(self.fonts))]
+        for i, char in enumerate(text):
+            size = int(rng.integers(cfg.font_size[0], cfg.font_size[1] + 1))
+            angle = rng.uniform(-cfg.rotation, cfg.rotation)
+            stroke = int(rng.integers(cfg.stroke[0], cfg.stroke[1] + 1))
+            glyph = _glyph(font, size, char, stroke).rotate(angle, resample=Image.BILINEAR)
+            cx = cfg.x_centers[i] + rng.uniform(-cfg.x_jitter, cfg.x_jitter)
+            cy = rng.uniform(*cfg.y_range)
+            ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
+            canvas.paste((ink, ink, ink), (round(cx - GLYPH_BOX / 2), round(cy - GLYPH_BOX / 2)), glyph)
+        out = io.BytesIO()
+        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        canvas.save(out, "JPEG", quality=quality, subsampling=2)
+        return out.getvalue()
+
+    def render_batch(self, n: int, seed) -> tuple[np.ndarray, list[str]]:
+        """n captchas as (n, 50, 100, 3) uint8 RGB and their texts; same seed, same batch."""
+        rng = np.random.default_rng(seed)
+        images = np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+        texts = []
+        for k in range(n):
+            text = self.random_text(rng)
+            with Image.open(io.BytesIO(self.render_jpeg(text, rng))) as im:
+                images[k] = np.asarray(im.convert("RGB"))
+            texts.append(text)
+        return images, texts
+
+
+@dataclass
+class SyntheticStream:
+    """Endless training batches: (preprocessed images, int labels (B, 4)); batch i depends only on (seed, i)."""
+
+    synthesizer: Synthesizer
+    batch_size: int
+    seed: int = 0
+    start: int = 0
+    _step: int = field(init=False, default=0)
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            images, texts = self.synthesizer.render_batch(self.batch_size, (self.seed, step))
+            yield preprocess(images), np.stack([encode(t) for t in texts])
+            step += 1
+
+    def dataset(self, prefetch: int = 4):
+        """A tf.data pipeline that renders in a background thread while the model trains."""
+        import tensorflow as tf
+
+        spec = (
+            tf.TensorSpec((self.batch_size, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32),
+            tf.TensorSpec((self.batch_size, CAPTCHA_LENGTH), tf.int32),
+        )
+        return tf.data.Dataset.from_generator(lambda: iter(self), output_signature=spec).prefetch(prefetch)
+
+
+def write_dataset(synth: Synthesizer, n: int, out_dir: str | os.PathLike, seed: int, progress=None) -> dict:
+    """Write n captchas as OUT/<index>.jpg plus OUT/labels.json; returns the labels."""
+    from .challenges import write_atomic, write_json_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = {}
+    width = max(6, len(str(n - 1)))
+    for k in range(n):
+        text = synth.random_text(rng)
+        name = f"{k:0{width}d}.jpg"
+        write_atomic(out / name, synth.render_jpeg(text, rng))
+        labels[name] = text
+        if progress:
+            progress(1)
+    write_json_atomic(out / "labels.json", labels)
+    return labels

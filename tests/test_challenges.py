@@ -1,0 +1,87 @@
+"""Challenge files and bad input: every bad entry is one line naming the file, the rest is read."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simcaptcha.challenges import InputError, load_captchas, write_atomic
+
+
+def jpeg_bytes(size=(100, 50)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 0, 30)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_reads_challenge_folder(challenge_dir):
+    result = load_captchas([challenge_dir])
+    assert len(result.captchas) == 40 and not result.errors
+    assert result.images().shape == (40, 50, 100, 3)
+    assert len(set(result.names())) == 40
+
+
+def test_bad_entries_are_reported_and_skipped(tmp_path):
+    good = base64.b64encode(jpeg_bytes()).decode()
+    doc = {
+        "images": [
+            {"name": "good", "jpg_base64": good},
+            {"jpg_base64": good},
+            {"name": "nob64"},
+            {"name": "badb64", "jpg_base64": "***not base64***"},
+            {"name": "notimage", "jpg_base64": base64.b64encode(b"hello world").decode()},
+            {"name": "wrongsize", "jpg_base64": base64.b64encode(jpeg_bytes((60, 30))).decode()},
+        ]
+    }
+    path = tmp_path / "challenge-x"
+    path.write_text(json.dumps(doc))
+    result = load_captchas([path])
+    assert [c.name for c in result.captchas] == ["good"]
+    assert len(result.errors) == 5
+    assert all(str(path) in e for e in result.errors)
+    joined = "\n".join(result.errors)
+    for expected in ["missing name", "missing jpg_base64", "bad base64", "not a readable image", "60x30"]:
+        assert expected in joined
+
+
+def test_bad_files_do_not_stop_good_ones(tmp_path, challenge_dir):
+    (challenge_dir / "not-json").write_text("this is not json")
+    (challenge_dir / "no-images").write_text(json.dumps({"pictures": []}))
+    result = load_captchas([challenge_dir])
+    assert len(result.captchas) == 40
+    assert any("not-json: not a JSON challenge file" in e for e in result.errors)
+    assert any('no-images: no "images" list' in e for e in result.errors)
+
+
+def test_missing_path_and_empty_folder(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_captchas([tmp_path / "absent"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty"):
+        load_captchas([tmp_path / "empty"])
+
+
+def test_image_folder_is_read(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "b.png").write_bytes(b"garbage")
+    result = load_captchas([tmp_path])
+    assert [c.name for c in result.captchas] == ["a"]
+    assert "b.png" in result.errors[0]
+
+
+def test_write_atomic_leaves_no_temp_files(tmp_path):
+    write_atomic(tmp_path / "x.bin", b"abc")
+    write_atomic(tmp_path / "x.bin", b"def")
+    assert (tmp_path / "x.bin").read_bytes() == b"def"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_real_hackmit_files_read_cleanly(hackmit):
+    result = load_captchas([hackmit / "challenges" / "challenge-14"])
+    labels = json.loads((hackmit / "dev-labels.json").read_text())
+    assert len(result.captchas) == 1000 and not result.errors
+    assert set(result.names()) == set(labels)
+    assert np.asarray(result.images()).dtype == np.uint8

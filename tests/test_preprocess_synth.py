@@ -1,0 +1,99 @@
+"""Preprocessing, background estimation and the synthesizer."""
+
+import json
+
+import numpy as np
+import pytest
+
+from simcaptcha.alphabet import decode, encode, is_valid_text
+from simcaptcha.preprocess import estimate_background, line_mask, preprocess, to_uint8
+from simcaptcha.synth import SynthConfig, Synthesizer, SyntheticStream, default_fonts, write_dataset
+
+
+def test_alphabet_round_trip():
+    assert decode(encode("a0z9")) == "a0z9"
+    assert not is_valid_text("ABCD") and not is_valid_text("abc")
+    with pytest.raises(ValueError):
+        encode("ab!d")
+
+
+def test_preprocess_separates_white_from_stripes():
+    rgb = np.zeros((50, 100, 3), np.uint8)
+    rgb[:, :50] = (200, 0, 30)  # saturated red stripe
+    rgb[:, 50:] = (120, 180, 0)  # green stripe
+    rgb[20:30, 10:20] = 250  # white stroke
+    x = preprocess(rgb)
+    assert x.shape == (50, 100, 1) and x.dtype == np.float32
+    assert x[25, 15, 0] > 0.9 and x[5, 5, 0] == -1.0 and x[5, 80, 0] == -1.0
+    assert np.array_equal(to_uint8(preprocess(rgb)), rgb.min(-1))
+    with pytest.raises(ValueError):
+        preprocess(np.zeros((40, 100, 3), np.uint8))
+
+
+def test_background_estimate_recovers_lines(synthesizer, background):
+    images, _ = synthesizer.render_batch(200, seed=1)
+    estimate = estimate_background(images)
+    truth = line_mask(background)
+    found = line_mask(estimate)
+    # every true line pixel is found, and nothing farther than one pixel from a line (JPEG blurs them)
+    assert found[truth].mean() > 0.95
+    near = truth.copy()
+    for axis in (0, 1):
+        for shift in (-1, 1):
+            near |= np.roll(truth, shift, axis=axis)
+    assert (found & ~near).sum() <= 3
+
+
+def test_synth_is_seeded_and_shaped(synthesizer):
+    a, ta = synthesizer.render_batch(8, seed=5)
+    b, tb = synthesizer.render_batch(8, seed=5)
+    c, tc = synthesizer.render_batch(8, seed=6)
+    assert a.shape == (8, 50, 100, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and ta == tb
+    assert ta != tc
+    assert all(is_valid_text(t) for t in ta)
+
+
+def test_synth_draws_the_mask_lines(synthesizer, background):
+    images, _ = synthesizer.render_batch(20, seed=2)
+    lines = line_mask(background)
+    # line pixels stay white in (nearly) every captcha; they are not characters
+    assert (images.min(-1)[:, lines] > 150).mean() > 0.9
+
+
+def test_characters_land_in_their_quarter(background):
+    synth = Synthesizer(background, SynthConfig(rotation=0))
+    images, _ = synth.render_batch(64, seed=4)
+    ink = (preprocess(images)[..., 0] - preprocess(background[None])[..., 0]) > 1.0
+    profile = ink.mean(axis=(0, 1))  # ink per column
+    centers = [int(c) for c in SynthConfig().x_centers]
+    gaps = [(a + b) // 2 for a, b in zip(centers, centers[1:])]
+    assert min(profile[c] for c in centers) > max(profile[g] for g in gaps)
+
+
+def test_each_font_renders(background):
+    for font in default_fonts():
+        images, _ = Synthesizer(background, SynthConfig(fonts=(font,))).render_batch(2, seed=0)
+        assert (images.min(-1) > 200).sum() > 100, font
+    assert len(default_fonts()) >= 2
+
+
+def test_missing_font_is_a_clear_error(background):
+    with pytest.raises(FileNotFoundError, match="nofont.ttf"):
+        Synthesizer(background, SynthConfig(fonts=("nofont.ttf",)))
+
+
+def test_stream_batches_are_reproducible(synthesizer):
+    x1, y1 = next(iter(SyntheticStream(synthesizer, 4, seed=3, start=7)))
+    it = iter(SyntheticStream(synthesizer, 4, seed=3, start=6))
+    next(it)
+    x2, y2 = next(it)
+    assert x1.shape == (4, 50, 100, 1) and y1.shape == (4, 4)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+
+
+def test_write_dataset(tmp_path, synthesizer):
+    labels = write_dataset(synthesizer, 5, tmp_path / "out", seed=0)
+    saved = json.loads((tmp_path / "out" / "labels.json").read_text())
+    assert saved == labels and len(saved) == 5
+    assert all((tmp_path / "out" / name).is_file() for name in saved)
