@@ -12,6 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import typer
 
 from .challenges import InputError, LoadResult, load_captchas
+from .simgan import SimGANConfig
+
+SIMGAN_DEFAULTS = SimGANConfig()
 
 app = typer.Typer(
     add_completion=False,
@@ -158,6 +161,103 @@ def preview(
         rows.append(("refined", refine_images(load_refiner(refiner), preprocess(synthetic))))
     save_png(contact_sheet(rows), out)
     typer.echo(f"wrote {out}")
+
+
+def real_inputs(paths: List[Path]):
+    """Preprocessed real captchas from challenge files or image folders, bad entries reported."""
+    from .preprocess import preprocess
+
+    return preprocess(load_or_fail(paths).images())
+
+
+@app.command("refine-train")
+def refine_train(
+    real: List[Path] = typer.Option(..., "--real", help="Unlabelled real captchas: challenge files or folders (repeatable)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: refiner.keras, config.json, checkpoint, samples/, logs/."),
+    mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG from `simcaptcha mask`; estimated from --real if omitted."),
+    steps: int = typer.Option(SIMGAN_DEFAULTS.steps, min=0, help="Adversarial iterations (after the two pretraining phases)."),
+    batch_size: int = typer.Option(SIMGAN_DEFAULTS.batch_size, min=2, help="Images per batch."),
+    reg_lambda: float = typer.Option(SIMGAN_DEFAULTS.reg_lambda, help="Weight of the self-regularization L1 that keeps the characters."),
+    features: int = typer.Option(SIMGAN_DEFAULTS.features, min=1, help="Refiner feature maps (F)."),
+    blocks: int = typer.Option(SIMGAN_DEFAULTS.blocks, min=0, help="Refiner ResNet blocks (K)."),
+    history_size: int = typer.Option(SIMGAN_DEFAULTS.history_size, min=1, help="Refined images kept in the history buffer."),
+    pretrain_refiner: int = typer.Option(SIMGAN_DEFAULTS.pretrain_refiner_steps, min=0, help="Refiner steps on self-regularization alone."),
+    pretrain_disc: int = typer.Option(SIMGAN_DEFAULTS.pretrain_disc_steps, min=0, help="Discriminator steps before the adversarial phase."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same run."),
+    font: Optional[List[Path]] = typer.Option(None, "--font", help="TrueType font to draw with (repeatable)."),
+    sample_every: int = typer.Option(SIMGAN_DEFAULTS.sample_every, min=1, help="Write a synthetic/refined/real PNG grid every this many steps."),
+    checkpoint_every: int = typer.Option(SIMGAN_DEFAULTS.checkpoint_every, min=1, help="Save a resumable checkpoint every this many steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
+):
+    """Train the SimGAN refiner that makes synthetic captchas look like the real ones.
+
+    Example: simcaptcha refine-train --real ../shared/data/hackmit/challenges -o runs/refiner --mask mask.png
+    """
+    from .simgan import SimGANConfig, train_refiner
+
+    real_x = real_inputs(real)
+    if mask_png is None and not resume:
+        mask_png = out / "mask.png"
+        estimate_mask_into(load_or_fail(real).images(), mask_png)
+    cfg = SimGANConfig(
+        steps=steps, batch_size=batch_size, reg_lambda=reg_lambda, features=features, blocks=blocks,
+        history_size=history_size, pretrain_refiner_steps=pretrain_refiner, pretrain_disc_steps=pretrain_disc,
+        seed=seed, mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
+        sample_every=sample_every, checkpoint_every=checkpoint_every,
+    )
+    if cfg.mask:
+        make_synthesizer(Path(cfg.mask), font)  # fail early on a bad mask or font
+    result = train_refiner(cfg, real_x, out, resume=resume, log=typer.echo)
+    typer.echo(f"wrote {out / 'refiner.keras'} after {result['seconds']:.0f} s; samples in {out / 'samples'}")
+
+
+def estimate_mask_into(images, path: Path) -> None:
+    from PIL import Image
+
+    from .preprocess import estimate_background
+    from .viz import save_png
+
+    save_png(Image.fromarray(estimate_background(images[:3000])), path)
+
+
+@app.command()
+def refine(
+    in_dir: Path = typer.Argument(..., help="Folder of synthetic captchas with labels.json (from `simcaptcha synth`)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the refined PNGs and their labels.json."),
+    refiner_path: Path = typer.Option(..., "--refiner", help="refiner.keras from `simcaptcha refine-train`."),
+):
+    """Pass a synthetic set on disk through a trained refiner; labels are carried along.
+
+    Refined images are single-channel PNGs in the preprocessed space (white strokes on black).
+    Example: simcaptcha refine synth/ -o refined/ --refiner runs/refiner/refiner.keras
+    """
+    import io
+    import json
+
+    from PIL import Image
+
+    from .challenges import write_atomic, write_json_atomic
+    from .preprocess import preprocess, to_uint8
+    from .refiner import load_refiner, refine_images
+
+    labels_path = in_dir / "labels.json"
+    if not labels_path.is_file():
+        fail(f"{labels_path}: missing; refine expects a folder written by `simcaptcha synth`")
+    labels = json.loads(labels_path.read_text())
+    loaded = load_or_fail([in_dir])
+    model = load_refiner(refiner_path)
+    refined = to_uint8(refine_images(model, preprocess(loaded.images())))
+    out_labels = {}
+    for captcha, image in zip(loaded.captchas, refined):
+        file_name = f"{captcha.name}.png"
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "PNG")
+        write_atomic(out / file_name, buf.getvalue())
+        for key in (f"{captcha.name}.jpg", f"{captcha.name}.png", captcha.name):
+            if key in labels:
+                out_labels[file_name] = labels[key]
+    write_json_atomic(out / "labels.json", out_labels)
+    typer.echo(f"refined {len(refined)} captchas into {out}")
 
 
 def main():  # pragma: no cover - console entry point

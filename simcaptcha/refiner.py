@@ -1,0 +1,138 @@
+"""SimGAN pieces: refiner and local patch discriminator factories, their losses, and the refined-image history buffer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    features: int = 16  # F: feature maps of the refiner
+    blocks: int = 3  # K: ResNet blocks
+    disc_features: int = 32  # width of the discriminator
+
+
+def build_refiner(cfg: RefinerConfig = RefinerConfig()):
+    """Fully convolutional ResNet: 3x3 conv to F maps, K residual blocks, 1x1 conv to one channel, tanh.
+
+    Works on the preprocessed single-channel image in [-1, 1] and returns one of the same size.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((None, None, 1), name="synthetic")
+    x = layers.Conv2D(cfg.features, 3, padding="same", activation="relu", name="stem")(inputs)
+    for i in range(cfg.blocks):
+        y = layers.Conv2D(cfg.features, 3, padding="same", activation="relu", name=f"block_{i}_conv_a")(x)
+        y = layers.Conv2D(cfg.features, 3, padding="same", name=f"block_{i}_conv_b")(y)
+        x = layers.ReLU(name=f"block_{i}_out")(layers.Add(name=f"block_{i}_skip")([x, y]))
+    outputs = layers.Conv2D(1, 1, activation="tanh", name="refined")(x)
+    return keras.Model(inputs, outputs, name="refiner")
+
+
+def build_discriminator(cfg: RefinerConfig = RefinerConfig()):
+    """Fully convolutional: one logit per local patch (about 12x25 patches on a 50x100 captcha)."""
+    import keras
+    from keras import layers
+
+    f = cfg.disc_features
+    inputs = keras.Input((None, None, 1), name="image")
+    x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name="conv_0")(inputs)
+    x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name="conv_1")(x)
+    x = layers.MaxPooling2D(3, strides=1, padding="same", name="pool")(x)
+    x = layers.Conv2D(f, 3, padding="same", activation="relu", name="conv_2")(x)
+    x = layers.Conv2D(f // 2, 1, activation="relu", name="conv_3")(x)
+    outputs = layers.Conv2D(1, 1, name="patch_logits")(x)
+    return keras.Model(inputs, outputs, name="discriminator")
+
+
+def _bce(logits, target: float):
+    import tensorflow as tf
+
+    labels = tf.fill(tf.shape(logits), target)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def self_regularization_loss(synthetic, refined):
+    """L1 between input and output in the preprocessed space: keeps the characters (the label) intact."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.abs(refined - synthetic))
+
+
+def refiner_adversarial_loss(refined_logits):
+    """The refiner wants every patch of its output judged real."""
+    return _bce(refined_logits, 1.0)
+
+
+def discriminator_loss(real_logits, refined_logits):
+    """Mean over patches: real patches -> 1, refined patches -> 0."""
+    return _bce(real_logits, 1.0) + _bce(refined_logits, 0.0)
+
+
+class ImageHistoryBuffer:
+    """Earlier refined images, so the discriminator keeps remembering old refiner artefacts (SimGAN, section 2.3).
+
+    `mix(batch)` returns a batch of the same size whose first half is new and whose second half
+    is drawn from the buffer; the buffer then takes in half of the new images at random places.
+    Until the buffer holds half a batch, the batch passes through unchanged while it fills.
+    """
+
+    def __init__(self, capacity: int, seed=0):
+        if capacity < 1:
+            raise ValueError("history buffer capacity must be at least 1")
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        self.images: np.ndarray | None = None
+        self.size = 0
+
+    def _take_in(self, images: np.ndarray) -> None:
+        if self.images is None:
+            self.images = np.zeros((self.capacity,) + images.shape[1:], images.dtype)
+        free = min(self.capacity - self.size, len(images))
+        self.images[self.size : self.size + free] = images[:free]
+        self.size += free
+        rest = images[free:]
+        if len(rest):
+            self.images[self.rng.choice(self.size, len(rest), replace=False)] = rest
+
+    def mix(self, refined: np.ndarray) -> np.ndarray:
+        refined = np.asarray(refined)
+        half = len(refined) // 2
+        if self.size < half or half == 0:
+            self._take_in(refined[: max(half, 1)])
+            return refined
+        old = self.images[self.rng.choice(self.size, len(refined) - half, replace=False)]
+        self._take_in(refined[self.rng.choice(len(refined), half, replace=False)])
+        return np.concatenate([refined[:half], old])
+
+    def state(self) -> np.ndarray:
+        return np.zeros((0,)) if self.images is None else self.images[: self.size].copy()
+
+    def restore(self, images: np.ndarray) -> None:
+        self.images, self.size = None, 0
+        if len(images):
+            self._take_in(np.asarray(images)[: self.capacity])
+
+
+def load_refiner(path):
+    import keras
+
+    from .challenges import InputError
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot load refiner ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+
+
+def refine_images(refiner, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Preprocessed synthetic images -> refined images, same shape."""
+    import tensorflow as tf
+
+    out = [refiner(tf.constant(x[i : i + batch_size]), training=False).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH, 1), np.float32)

@@ -1,0 +1,143 @@
+"""Refiner and discriminator shapes, losses, the history buffer, and refine-train with kill + resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from typer.testing import CliRunner
+
+from simcaptcha.cli import app
+from simcaptcha.refiner import (
+    ImageHistoryBuffer,
+    RefinerConfig,
+    build_discriminator,
+    build_refiner,
+    discriminator_loss,
+    refiner_adversarial_loss,
+    self_regularization_loss,
+)
+from simcaptcha.runs import RunDir
+
+TINY = RefinerConfig(features=4, blocks=1, disc_features=4)
+
+
+def test_refiner_keeps_shape_and_range():
+    refiner = build_refiner(TINY)
+    x = tf.random.uniform((3, 50, 100, 1), -1, 1)
+    y = refiner(x)
+    assert y.shape == (3, 50, 100, 1)
+    assert float(tf.reduce_max(tf.abs(y))) <= 1.0
+    assert [l.name for l in refiner.layers if "block" in l.name and "skip" in l.name] == ["block_0_skip"]
+
+
+def test_discriminator_outputs_a_patch_grid():
+    disc = build_discriminator(TINY)
+    logits = disc(tf.zeros((2, 50, 100, 1)))
+    assert logits.shape[0] == 2 and logits.shape[-1] == 1
+    assert logits.shape[1] * logits.shape[2] > 100  # many local patches, not one global verdict
+
+
+def test_losses():
+    x = tf.zeros((2, 4, 4, 1))
+    assert float(self_regularization_loss(x, x)) == 0.0
+    assert abs(float(self_regularization_loss(x, x + 0.5)) - 0.5) < 1e-6
+    confident_real = tf.fill((2, 3, 3, 1), 10.0)
+    confident_fake = tf.fill((2, 3, 3, 1), -10.0)
+    assert float(refiner_adversarial_loss(confident_real)) < 1e-3
+    assert float(refiner_adversarial_loss(confident_fake)) > 5
+    assert float(discriminator_loss(confident_real, confident_fake)) < 1e-3
+    assert float(discriminator_loss(confident_fake, confident_real)) > 10
+    # averaged over patches: one wrong patch of nine costs a ninth
+    mixed = tf.concat([tf.fill((1, 1, 1, 1), -10.0), tf.fill((1, 1, 8, 1), 10.0)], axis=2)
+    assert abs(float(refiner_adversarial_loss(mixed)) - 10 / 9) < 0.01
+
+
+def test_history_buffer_mixes_half_old_half_new():
+    buf = ImageHistoryBuffer(capacity=10, seed=0)
+    first = np.full((4, 2, 2, 1), 1.0)
+    assert np.array_equal(buf.mix(first), first)  # empty buffer: passes through while filling
+    assert buf.size == 2
+    second = np.full((4, 2, 2, 1), 2.0)
+    out = buf.mix(second)
+    assert out.shape == second.shape
+    assert (out[:2] == 2.0).all() and (out[2:] == 1.0).all()  # first half new, second half from history
+    assert buf.size == 4
+    for value in range(3, 20):
+        buf.mix(np.full((4, 2, 2, 1), float(value)))
+    assert buf.size == 10  # capacity holds; new images replaced old ones at random places
+    assert set(np.unique(buf.state())) - {1.0, 2.0}
+    restored = ImageHistoryBuffer(capacity=10)
+    restored.restore(buf.state())
+    assert np.array_equal(restored.state(), buf.state())
+    with pytest.raises(ValueError):
+        ImageHistoryBuffer(0)
+
+
+def tiny_args(real, out):
+    return [
+        "refine-train", "--real", str(real), "-o", str(out), "--steps", "6", "--batch-size", "4",
+        "--features", "4", "--blocks", "1", "--pretrain-refiner", "3", "--pretrain-disc", "2",
+        "--history-size", "16", "--sample-every", "5", "--checkpoint-every", "2", "--seed", "1",
+    ]
+
+
+def test_refine_train_and_refine(tmp_path, challenge_dir):
+    result = CliRunner().invoke(app, tiny_args(challenge_dir, tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert (run / "refiner.keras").is_file() and (run / "mask.png").is_file()
+    assert json.loads((run / "config.json").read_text())["steps"] == 6
+    assert (run / "samples" / "latest.png").is_file()
+    assert any((run / "logs").iterdir())
+
+    CliRunner().invoke(app, ["synth", "5", "-o", str(tmp_path / "syn"), "--mask", str(run / "mask.png")])
+    result = CliRunner().invoke(app, ["refine", str(tmp_path / "syn"), "-o", str(tmp_path / "ref"), "--refiner", str(run / "refiner.keras")])
+    assert result.exit_code == 0, result.output
+    labels = json.loads((tmp_path / "ref" / "labels.json").read_text())
+    assert len(labels) == 5 and all((tmp_path / "ref" / k).is_file() for k in labels)
+    assert list(labels.values()) == list(json.loads((tmp_path / "syn" / "labels.json").read_text()).values())
+
+
+def test_refine_train_resumes_after_kill(tmp_path, challenge_dir):
+    out = tmp_path / "run"
+    args = tiny_args(challenge_dir, out)
+    args[args.index("6")] = "40"  # long enough to be killed part way
+    cmd = [sys.executable, "-c", "from simcaptcha.cli import main; main()", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    run = RunDir(out)
+    while time.time() < deadline and not run.has_checkpoint():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run.has_checkpoint(), "no checkpoint was written before the kill"
+    with np.load(run.checkpoint_path) as data:
+        killed_at = int(data["step"])
+    assert 0 < killed_at < 45 and not (out / "refiner.keras").exists()
+
+    result = CliRunner().invoke(app, ["refine-train", "--real", str(challenge_dir), "-o", str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"resuming from step {killed_at} of 45" in result.output
+    with np.load(run.checkpoint_path) as data:
+        assert int(data["step"]) == 45  # 3 + 2 pretraining steps + 40 adversarial ones, none repeated or lost
+        assert data["extra/history"].shape[0] > 0
+    assert (out / "refiner.keras").is_file()
+
+
+def test_refine_train_errors(tmp_path, challenge_dir):
+    r = CliRunner().invoke(app, ["refine-train", "--real", str(tmp_path / "absent"), "-o", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "no such file" in r.output
+    bad = tmp_path / "wrong-size"
+    bad.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(bad / "a.png")
+    r = CliRunner().invoke(app, ["refine-train", "--real", str(bad), "-o", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "64x64" in r.output and "Traceback" not in r.output
