@@ -12,9 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import typer
 
 from .challenges import InputError, LoadResult, load_captchas
+from .classifier import ClassifierConfig
 from .simgan import SimGANConfig
 
 SIMGAN_DEFAULTS = SimGANConfig()
+CLASSIFIER_DEFAULTS = ClassifierConfig()
 
 app = typer.Typer(
     add_completion=False,
@@ -258,6 +260,108 @@ def refine(
                 out_labels[file_name] = labels[key]
     write_json_atomic(out / "labels.json", out_labels)
     typer.echo(f"refined {len(refined)} captchas into {out}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder: classifier.keras (+ refiner.keras), config.json, checkpoint, logs/."),
+    refiner_path: Optional[Path] = typer.Option(None, "--refiner", help="refiner.keras to pass every synthetic batch through; omit to train on raw synthetic captchas."),
+    mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG; default: mask.png beside --refiner, if there."),
+    steps: int = typer.Option(CLASSIFIER_DEFAULTS.steps, min=1, help="Training steps."),
+    batch_size: int = typer.Option(CLASSIFIER_DEFAULTS.batch_size, min=2, help="Images per step."),
+    learning_rate: float = typer.Option(CLASSIFIER_DEFAULTS.learning_rate, help="Adam learning rate (cosine decay over the run)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same run."),
+    eval_real: Optional[List[Path]] = typer.Option(None, "--eval-real", help="Real challenge files for evaluation only (with --eval-labels)."),
+    eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="JSON name -> text for --eval-real; never used for training."),
+    eval_every: int = typer.Option(CLASSIFIER_DEFAULTS.eval_every, min=1, help="Validate every this many steps."),
+    font: Optional[List[Path]] = typer.Option(None, "--font", help="TrueType font to draw with (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
+):
+    """Train the four-head classifier on a stream of (refined) synthetic captchas.
+
+    Example: simcaptcha train -o runs/model --refiner runs/refiner/refiner.keras --eval-real challenge-14 --eval-labels dev-labels.json
+    """
+    from .classifier import ClassifierConfig, load_real_eval, train_classifier
+
+    if mask_png is None and refiner_path is not None and (refiner_path.parent / "mask.png").is_file():
+        mask_png = refiner_path.parent / "mask.png"
+    if refiner_path is not None and not refiner_path.is_file():
+        fail(f"{refiner_path}: no such refiner model")
+    make_synthesizer(mask_png, font)  # fail early on a bad mask or font
+    real_eval = None
+    if eval_real or eval_labels:
+        if not (eval_real and eval_labels):
+            fail("--eval-real and --eval-labels go together")
+        real_eval = load_real_eval(eval_real, eval_labels)
+    cfg = ClassifierConfig(
+        steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, eval_every=eval_every,
+        mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
+        refiner=str(refiner_path) if refiner_path else None,
+    )
+    metrics = train_classifier(cfg, out, resume=resume, real_eval=real_eval, log=typer.echo)
+    typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+@app.command()
+def solve(
+    paths: List[Path] = PathsArg,
+    out: Path = typer.Option(Path("solutions.json"), "-o", "--out", help="Contest body to write; confidences go to <out>.confidence.json."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder (or classifier.keras); default: the HackMIT model shipped with simcaptcha."),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="Keep only the K most confident answers (the contest takes at most 15,000)."),
+):
+    """Solve captchas from challenge files and write {"solutions": [{"name", "solution"}, ...]}.
+
+    Example: simcaptcha solve ../shared/data/hackmit/challenges -o solutions.json --top 15000
+    """
+    import time
+
+    from .solver import load_classifier, solve_loaded, write_solutions
+
+    loaded = load_or_fail(paths)
+    try:
+        classifier = load_classifier(model)
+    except InputError as exc:
+        fail(str(exc))
+    start = time.perf_counter()
+    result = solve_loaded(loaded, classifier)
+    elapsed = time.perf_counter() - start
+    confidence_path = write_solutions(result, out, top)
+    kept = len(result.top(top))
+    typer.echo(f"solved {len(result.solutions)} captchas in {elapsed:.1f} s; wrote {kept} answers to {out} and confidences to {confidence_path}")
+
+
+@app.command()
+def evaluate(
+    solutions: Path = typer.Argument(..., help="solutions.json written by `simcaptcha solve`."),
+    labels: Path = typer.Option(..., "--labels", help="JSON name -> text of the true answers."),
+    confusions: int = typer.Option(10, min=0, help="How many confused character pairs to list."),
+):
+    """Captcha and character accuracy, accuracy per position, most confused pairs.
+
+    Example: simcaptcha evaluate solutions.json --labels ../shared/data/hackmit/dev-labels.json
+    """
+    import json
+
+    from .solver import evaluate as score
+
+    try:
+        body = json.loads(solutions.read_text())
+        answers = {e["name"]: e["solution"] for e in body["solutions"]}
+        truth = json.loads(labels.read_text())
+    except FileNotFoundError as exc:
+        fail(f"{exc.filename}: no such file")
+    except (ValueError, KeyError, TypeError):
+        fail("cannot read the solutions or labels file: expected the contest body and a JSON name -> text map")
+    wanted = {k: v for k, v in truth.items() if k in answers} or truth
+    if not set(answers) & set(truth):
+        fail(f"no answer in {solutions} has a label in {labels}")
+    ev = score(answers, wanted, confusions)
+    typer.echo(f"captchas evaluated: {ev.count} (labels without an answer: {len(truth) - len(wanted)})")
+    typer.echo(f"captcha accuracy:   {ev.captcha_accuracy:.2%}")
+    typer.echo(f"character accuracy: {ev.char_accuracy:.2%}")
+    typer.echo("per position:       " + "  ".join(f"{i}: {a:.2%}" for i, a in enumerate(ev.per_position)))
+    if ev.confusions:
+        typer.echo("most confused (true -> predicted): " + ", ".join(f"{t}->{p} x{c}" for t, p, c in ev.confusions))
 
 
 def main():  # pragma: no cover - console entry point

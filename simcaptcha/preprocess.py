@@ -39,17 +39,22 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def estimate_background(images: np.ndarray) -> np.ndarray:
-    """Per-pixel median of many captchas of one user: their stripes and lines without characters.
+    """Stripes and lines shared by many captchas of one user, without the characters.
 
-    Characters move from captcha to captcha and cover any one pixel in far fewer than half
-    of them, so the median keeps only what every captcha shares.
+    Characters move from captcha to captcha, so per-pixel statistics keep only what every
+    captcha shares. The median finds the lines; elsewhere a low percentile gives the stripe
+    colour, because JPEG's chroma blur lets nearby white characters brighten a pixel in
+    many captchas (the median shows ghosts where characters usually sit).
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
         raise ValueError(f"expected (N, {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) images, got {images.shape}")
     if len(images) < 3:
         raise ValueError(f"need at least 3 captchas to estimate the background, got {len(images)}")
-    return np.median(images, axis=0).round().astype(np.uint8)
+    median = np.median(images, axis=0)
+    low = np.percentile(images, 20, axis=0)
+    lines = whiteness(median) >= LINE_THRESHOLD
+    return np.where(lines[..., None], median, low).round().astype(np.uint8)
 
 
 def line_mask(background: np.ndarray) -> np.ndarray:

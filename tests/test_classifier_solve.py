@@ -1,0 +1,117 @@
+"""Classifier factory and training (tiny), solve/evaluate through the CLI, bad input and a missing model."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from simcaptcha.classifier import ClassifierConfig, accuracy, build_classifier, decode_probs, head_windows
+from simcaptcha.cli import app
+from simcaptcha.solver import SolveResult, Solution, evaluate
+
+runner = CliRunner()
+
+
+def test_classifier_has_four_named_heads():
+    model = build_classifier(ClassifierConfig(filters=(4, 8), dense=8))
+    out = model(np.zeros((2, 50, 100, 1), np.float32))
+    assert [o.shape for o in out] == [(2, 36)] * 4
+    assert model.output_names == ["char_0", "char_1", "char_2", "char_3"]
+    np.testing.assert_allclose(np.asarray(out[0]).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_head_windows_follow_character_places():
+    windows = head_windows(12, 6)
+    assert windows[0][0] == 0 and windows[-1][1] == 12
+    assert [lo for lo, _ in windows] == sorted(lo for lo, _ in windows)
+
+
+def test_decode_and_accuracy():
+    probs = np.full((2, 4, 36), 0.01)
+    probs[0, :, 10] = 0.9  # "aaaa"
+    probs[1, :, 1] = 0.5  # "1111"
+    texts, conf = decode_probs(probs)
+    assert texts == ["aaaa", "1111"] and conf[0] > conf[1]
+    assert accuracy(["aaaa", "1112"], ["aaaa", "1111"]) == (0.5, 0.875)
+
+
+def test_evaluate_counts_and_confusions():
+    ev = evaluate({"x": "ab12", "y": "ab12"}, {"x": "ab12", "y": "ab1z", "z": "0000"})
+    assert ev.count == 3 and ev.missing == 1
+    assert ev.captcha_accuracy == pytest.approx(1 / 3)
+    assert ev.per_position[3] == pytest.approx(1 / 3)
+    assert ("z", "2", 1) in ev.confusions
+
+
+def test_top_keeps_most_confident():
+    r = SolveResult([Solution("a", "aaaa", 0.2), Solution("b", "bbbb", 0.9), Solution("c", "cccc", 0.5)])
+    assert [s["name"] for s in r.contest_body(2)["solutions"]] == ["b", "c"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A classifier trained for a few steps through the CLI (accuracy is not the point here)."""
+    out = tmp_path_factory.mktemp("model")
+    result = runner.invoke(app, ["train", "-o", str(out), "--steps", "6", "--batch-size", "8", "--eval-every", "3"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_run_folder(tiny_model):
+    assert (tiny_model / "classifier.keras").is_file()
+    assert json.loads((tiny_model / "config.json").read_text())["steps"] == 6
+    assert (tiny_model / "checkpoint.npz").is_file() and any((tiny_model / "logs").iterdir())
+
+
+def test_train_resume_continues(tmp_path):
+    out = tmp_path / "m"
+    args = ["train", "-o", str(out), "--steps", "4", "--batch-size", "4", "--eval-every", "2"]
+    assert runner.invoke(app, args).exit_code == 0
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["steps"] = 6  # extend the finished run, as a killed run would be continued
+    (out / "config.json").write_text(json.dumps(cfg))
+    result = runner.invoke(app, ["train", "-o", str(out), "--resume"])
+    assert result.exit_code == 0 and "resuming from step 4" in result.output
+    with np.load(out / "checkpoint.npz") as data:
+        assert int(data["step"]) == 6
+
+
+def test_solve_and_evaluate(tmp_path, tiny_model, challenge_dir):
+    (challenge_dir / "broken").write_text("not json")
+    out = tmp_path / "solutions.json"
+    result = runner.invoke(app, ["solve", str(challenge_dir), "-o", str(out), "--model", str(tiny_model), "--top", "30"])
+    assert result.exit_code == 0, result.output
+    assert "broken: not a JSON challenge file" in result.output and "Traceback" not in result.output
+    body = json.loads(out.read_text())
+    assert len(body["solutions"]) == 30
+    assert all(len(e["solution"]) == 4 for e in body["solutions"])
+    confidences = json.loads((tmp_path / "solutions.confidence.json").read_text())
+    values = [confidences[e["name"]] for e in body["solutions"]]
+    assert values == sorted(values, reverse=True)
+
+    result = runner.invoke(app, ["evaluate", str(out), "--labels", str(challenge_dir.parent / "labels.json")])
+    assert result.exit_code == 0, result.output
+    assert "captcha accuracy" in result.output and "per position" in result.output
+
+
+def test_solve_errors(tmp_path, challenge_dir):
+    r = runner.invoke(app, ["solve", str(challenge_dir), "-o", str(tmp_path / "s.json"), "--model", str(tmp_path / "nomodel")])
+    assert r.exit_code != 0 and "no classifier model" in r.output and "Traceback" not in r.output
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["solve", str(tmp_path / "empty")])
+    assert r.exit_code != 0 and "empty" in r.output
+
+
+def test_shipped_model_solves_hackmit(hackmit, tmp_path):
+    from simcaptcha.solver import shipped_model_dir
+
+    if not (shipped_model_dir() / "classifier.keras").is_file():
+        pytest.skip("no shipped model in this checkout")
+    out = tmp_path / "s.json"
+    r = runner.invoke(app, ["solve", str(hackmit / "challenges" / "challenge-14"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    answers = {e["name"]: e["solution"] for e in json.loads(out.read_text())["solutions"]}
+    labels = json.loads((hackmit / "dev-labels.json").read_text())
+    ev = evaluate(answers, labels)
+    assert ev.captcha_accuracy >= 0.90, ev
