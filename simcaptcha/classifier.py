@@ -60,12 +60,12 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
         x = layers.ReLU(name=f"relu_{i}")(x)
         if i < len(cfg.filters) - 1:
             x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
-    x = layers.Dropout(cfg.dropout, name="dropout")(x)
     width = x.shape[2]
     outputs = []
     for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window)):
         h = layers.Cropping2D(((0, 0), (lo, width - hi)), name=f"window_{i}")(x)
         h = layers.Flatten(name=f"flatten_{i}")(h)
+        h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
         h = layers.Dense(cfg.dense, activation="relu", name=f"features_{i}")(h)
         outputs.append(layers.Dense(NUM_CLASSES, activation="softmax", name=f"char_{i}")(h))
     return keras.Model(inputs, outputs, name="classifier")

@@ -13,10 +13,12 @@ import typer
 
 from .challenges import InputError, LoadResult, load_captchas
 from .classifier import ClassifierConfig
+from .pipeline import PipelineConfig
 from .simgan import SimGANConfig
 
 SIMGAN_DEFAULTS = SimGANConfig()
 CLASSIFIER_DEFAULTS = ClassifierConfig()
+PIPELINE_DEFAULTS = PipelineConfig()
 
 app = typer.Typer(
     add_completion=False,
@@ -362,6 +364,41 @@ def evaluate(
     typer.echo("per position:       " + "  ".join(f"{i}: {a:.2%}" for i, a in enumerate(ev.per_position)))
     if ev.confusions:
         typer.echo("most confused (true -> predicted): " + ", ".join(f"{t}->{p} x{c}" for t, p, c in ev.confusions))
+
+
+@app.command()
+def pipeline(
+    paths: List[Path] = PathsArg,
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for every stage's run, model/ (the final model), solutions.json and report.json."),
+    seed: int = typer.Option(0, help="Random seed for every stage."),
+    eval_real: Optional[List[Path]] = typer.Option(None, "--eval-real", help="Held-out real challenge files: excluded from all training, used to report accuracy."),
+    eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="JSON name -> text for --eval-real; never used for training."),
+    refiner_steps: int = typer.Option(PIPELINE_DEFAULTS.refiner_steps, min=0, help="Adversarial refiner iterations."),
+    classifier_steps: int = typer.Option(PIPELINE_DEFAULTS.classifier_steps, min=1, help="Classifier steps on refined synthetic captchas."),
+    raw_view_steps: int = typer.Option(PIPELINE_DEFAULTS.raw_view_steps, min=1, help="Steps of the second (raw synthetic) view used to filter pseudo-labels."),
+    selftrain_steps: int = typer.Option(PIPELINE_DEFAULTS.selftrain_steps, min=1, help="Fine-tuning steps on refined synthetic + pseudo-labelled real captchas."),
+    threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Confidence both views need to keep a pseudo-label."),
+):
+    """Everything from raw challenge files to solutions.json: mask, refine-train, train, self-train, solve.
+
+    Example: simcaptcha pipeline ../shared/data/hackmit/challenges -o runs/hackmit
+    """
+    import json
+
+    from .classifier import load_real_eval
+    from .pipeline import PipelineConfig, run_pipeline
+
+    loaded = load_or_fail(paths)
+    real_eval, labels = None, None
+    if eval_real or eval_labels:
+        if not (eval_real and eval_labels):
+            fail("--eval-real and --eval-labels go together")
+        real_eval = load_real_eval(eval_real, eval_labels)
+        labels = json.loads(eval_labels.read_text())
+    cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
+                         selftrain_steps=selftrain_steps, selftrain_threshold=threshold)
+    report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo)
+    typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 
 
 def main():  # pragma: no cover - console entry point

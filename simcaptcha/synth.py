@@ -32,12 +32,12 @@ class SynthConfig:
     """How synthetic captchas are drawn. Defaults were matched by eye and by ink statistics to HackMIT 2017."""
 
     fonts: tuple[str, ...] = ()  # empty: the shipped fonts
-    font_size: tuple[int, int] = (20, 24)  # pixel size range, inclusive
+    font_size: tuple[int, int] = (20, 26)  # pixel size range, inclusive
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
     x_centers: tuple[float, ...] = (17.0, 43.0, 67.0, 88.0)  # mean centre of each character
     x_jitter: float = 7.0  # uniform +- pixels around the mean centre
     y_range: tuple[float, float] = (14.0, 40.0)  # vertical centre, uniform
-    stroke: tuple[int, int] = (1, 3)  # extra stroke in quarter pixels: the real font is heavier than any open bold
+    stroke: tuple[int, int] = (1, 4)  # extra stroke in quarter pixels: the real font is heavier than any open bold
     ink: tuple[int, int] = (235, 255)  # character colour, a near-white grey level range
     jpeg_quality: tuple[int, int] = (45, 55)  # real HackMIT captchas are quality 50, 4:2:0
 

@@ -1,0 +1,52 @@
+"""The one-command pipeline, end to end with tiny step counts; pseudo-label filtering on its own."""
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from simcaptcha.cli import app
+from simcaptcha.selftrain import agreeing_pseudo_labels, pseudo_label_accuracy
+
+
+def one_hot_probs(texts, confidence):
+    from simcaptcha.alphabet import encode
+
+    probs = np.full((len(texts), 4, 36), (1 - confidence) / 35)
+    for i, t in enumerate(texts):
+        probs[i, np.arange(4), encode(t)] = confidence
+    return probs
+
+
+def test_pseudo_labels_need_agreement_and_confidence():
+    x = np.zeros((3, 50, 100, 1), np.float32)
+    a = one_hot_probs(["abcd", "abcd", "1234"], 0.99)
+    b = np.concatenate([one_hot_probs(["abcd"], 0.99), one_hot_probs(["abce"], 0.99), one_hot_probs(["1234"], 0.5)])
+    kept = agreeing_pseudo_labels(x, ["n0", "n1", "n2"], a, b, threshold=0.9)
+    assert kept.names == ["n0"] and kept.texts == ["abcd"] and kept.considered == 3
+    assert kept.labels.shape == (1, 4)
+    assert pseudo_label_accuracy(kept, {"n0": "abcd", "n1": "zzzz"}) == (1, 1.0)
+    assert pseudo_label_accuracy(kept, {"other": "abcd"}) == (0, None)
+
+
+def test_pipeline_end_to_end(tmp_path, challenge_dir):
+    held_out = challenge_dir.parent / "held"
+    held_out.mkdir()
+    (challenge_dir / "challenge-1").rename(held_out / "challenge-1")
+    args = [
+        "pipeline", str(challenge_dir), str(held_out), "-o", str(tmp_path / "out"),
+        "--eval-real", str(held_out), "--eval-labels", str(challenge_dir.parent / "labels.json"),
+        "--refiner-steps", "2", "--classifier-steps", "4", "--raw-view-steps", "3", "--selftrain-steps", "2", "--threshold", "0",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert report["training_captchas"] == 20  # the held-out file never reaches training
+    pseudo = report["pseudo_labels"]
+    assert pseudo["considered"] == 20 and 0 <= pseudo["kept"] <= 20  # kept: where the two views agree
+    assert pseudo["held_out_considered"] == 20
+    for f in ["model/classifier.keras", "model/refiner.keras", "model/mask.png", "solutions.json", "refiner/samples/latest.png"]:
+        assert (out / f).is_file(), f
+    assert len(json.loads((out / "solutions.json").read_text())["solutions"]) == 40
+    assert set(report["stage_seconds"]) >= {"mask", "refine-train", "solve"}
