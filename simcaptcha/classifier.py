@@ -18,6 +18,7 @@ class ClassifierConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     filters: tuple[int, ...] = (16, 32, 64, 128)  # one 3x3 conv block each; all but the last halve the size
+    bottleneck: int = 32  # 1x1 conv channels the heads read
     dense: int = 128  # per head
     head_window: int = 6  # feature-map columns each head sees (of 12)
     dropout: float = 0.3
@@ -60,6 +61,10 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
         x = layers.ReLU(name=f"relu_{i}")(x)
         if i < len(cfg.filters) - 1:
             x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
+    # A 1x1 bottleneck keeps the per-head dense layers small (a few MB model, fast heads).
+    x = layers.Conv2D(cfg.bottleneck, 1, use_bias=False, name="bottleneck")(x)
+    x = layers.BatchNormalization(name="bn_bottleneck")(x)
+    x = layers.ReLU(name="relu_bottleneck")(x)
     width = x.shape[2]
     outputs = []
     for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window)):
@@ -152,8 +157,8 @@ def train_classifier(
 ) -> dict:
     """Train on an endless synthetic stream (refined when cfg.refiner is set); returns the final metrics.
 
-    extra_data: preprocessed images and (N, 4) labels (pseudo-labelled real captchas) mixed
-    into each batch at `extra_fraction`. init_model: start from these weights (fine-tuning).
+    extra_data: preprocessed images and (N, 4) labels (pseudo-labelled real captchas, -1 for an
+    unknown character, which is left out of the loss) mixed into each batch at `extra_fraction`. init_model: start from these weights (fine-tuning).
     """
     import keras
     import tensorflow as tf
@@ -189,9 +194,11 @@ def train_classifier(
 
     @tf.function
     def train_step(x, y):
+        known = tf.cast(y >= 0, tf.float32)  # pseudo-labels mark unknown characters with -1
+        y = tf.maximum(y, 0)
         with tf.GradientTape() as tape:
             heads = model(x, training=True)
-            loss = tf.add_n([loss_fn(y[:, i], heads[i]) for i in range(CAPTCHA_LENGTH)])
+            loss = tf.add_n([loss_fn(y[:, i], heads[i], sample_weight=known[:, i]) for i in range(CAPTCHA_LENGTH)])
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss

@@ -377,6 +377,7 @@ def pipeline(
     classifier_steps: int = typer.Option(PIPELINE_DEFAULTS.classifier_steps, min=1, help="Classifier steps on refined synthetic captchas."),
     raw_view_steps: int = typer.Option(PIPELINE_DEFAULTS.raw_view_steps, min=1, help="Steps of the second (raw synthetic) view used to filter pseudo-labels."),
     selftrain_steps: int = typer.Option(PIPELINE_DEFAULTS.selftrain_steps, min=1, help="Fine-tuning steps on refined synthetic + pseudo-labelled real captchas."),
+    rounds: int = typer.Option(PIPELINE_DEFAULTS.selftrain_rounds, min=0, help="Self-training rounds (pseudo-label, then fine-tune)."),
     threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Confidence both views need to keep a pseudo-label."),
 ):
     """Everything from raw challenge files to solutions.json: mask, refine-train, train, self-train, solve.
@@ -396,7 +397,7 @@ def pipeline(
         real_eval = load_real_eval(eval_real, eval_labels)
         labels = json.loads(eval_labels.read_text())
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
-                         selftrain_steps=selftrain_steps, selftrain_threshold=threshold)
+                         selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold)
     report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

@@ -23,13 +23,16 @@ class PipelineConfig:
     refiner_steps: int = 300
     classifier_steps: int = 1500  # on refined synthetic captchas
     raw_view_steps: int = 1000  # second view for self-training, on raw synthetic captchas
-    selftrain_steps: int = 800  # fine-tuning on refined synthetic + pseudo-labelled real
-    selftrain_threshold: float = 0.9  # both views at least this confident in the same text
+    selftrain_steps: int = 800  # fine-tuning steps per view and round, on synthetic + pseudo-labelled real
+    selftrain_rounds: int = 2  # pseudo-label -> fine-tune rounds; both views learn from each round but the last
+    selftrain_threshold: float = 0.6  # both views at least this sure of the same character
     selftrain_fraction: float = 0.5  # share of each fine-tuning batch taken from pseudo-labelled real captchas
     selftrain_learning_rate: float = 5e-4
 
 
-STAGES = ["mask", "refine-train", "train (refined)", "train (raw view)", "pseudo-label", "self-train", "solve"]
+def stage_names(cfg: PipelineConfig) -> list[str]:
+    rounds = [f"self-train {r + 1}" for r in range(cfg.selftrain_rounds)]
+    return ["mask", "refine-train", "train (refined)", "train (raw view)", *rounds, "solve"]
 
 
 def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
@@ -49,7 +52,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     images = np.stack([loaded.captchas[i].image for i in train_idx])
     names = [loaded.captchas[i].name for i in train_idx]
     report: dict = {"captchas": len(loaded.captchas), "training_captchas": len(images), "stage_seconds": {}}
-    stages = tqdm(total=len(STAGES), desc="pipeline", position=0, disable=not progress, dynamic_ncols=True)
+    stages = tqdm(total=len(stage_names(cfg)), desc="pipeline", position=0, disable=not progress, dynamic_ncols=True)
     clock = [time.time()]
 
     def stage_done(name):
@@ -86,36 +89,46 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
 
     from .selftrain import agreeing_pseudo_labels, pseudo_label_accuracy
 
-    view_a = keras.models.load_model(out / "classifier_refined" / "classifier.keras", compile=False)
-    view_b = keras.models.load_model(out / "classifier_raw" / "classifier.keras", compile=False)
-    pseudo = agreeing_pseudo_labels(real_x, names, predict_probs(view_a, real_x), predict_probs(view_b, real_x), cfg.selftrain_threshold)
-    report["pseudo_labels"] = {"considered": pseudo.considered, "kept": len(pseudo.texts)}
-    if real_eval is not None:
-        # The same filter on the held-out captchas says how accurate kept pseudo-labels are.
-        probe = agreeing_pseudo_labels(real_eval.x, real_eval.names, predict_probs(view_a, real_eval.x), predict_probs(view_b, real_eval.x), cfg.selftrain_threshold)
-        n, acc = pseudo_label_accuracy(probe, dict(zip(real_eval.names, real_eval.texts)))
-        report["pseudo_labels"].update({"held_out_kept": n, "held_out_considered": len(real_eval.names), "held_out_accuracy": acc})
-    if eval_labels:
-        n, acc = pseudo_label_accuracy(pseudo, eval_labels)
-        if n:
-            report["pseudo_labels"].update({"labelled_kept": n, "labelled_accuracy": acc})
-    log(f"pseudo-labels: kept {len(pseudo.texts)} of {pseudo.considered} real captchas " + json.dumps({k: v for k, v in report["pseudo_labels"].items() if k not in ("considered", "kept")}))
-    stage_done("pseudo-label")
+    held_out_labels = dict(zip(real_eval.names, real_eval.texts)) if real_eval else {}
+    view_paths = {"a": out / "classifier_refined" / "classifier.keras", "b": out / "classifier_raw" / "classifier.keras"}
+    view_cfgs = {"a": refined_cfg, "b": raw_cfg}
+    report["rounds"] = []
+    for r in range(cfg.selftrain_rounds):
+        views = {k: keras.models.load_model(p, compile=False) for k, p in view_paths.items()}
+        pseudo = agreeing_pseudo_labels(real_x, names, predict_probs(views["a"], real_x), predict_probs(views["b"], real_x), cfg.selftrain_threshold)
+        info = {"considered": pseudo.considered, "kept": len(pseudo.texts), "known_chars": pseudo.known_chars}
+        if real_eval is not None:
+            # The same filter on the held-out captchas says how accurate kept pseudo-labels are.
+            probe = agreeing_pseudo_labels(real_eval.x, real_eval.names, predict_probs(views["a"], real_eval.x), predict_probs(views["b"], real_eval.x), cfg.selftrain_threshold)
+            info["held_out"] = {"considered": len(real_eval.names), **pseudo_label_accuracy(probe, held_out_labels)}
+        if eval_labels and pseudo_label_accuracy(pseudo, eval_labels)["captchas"]:
+            info["labelled"] = pseudo_label_accuracy(pseudo, eval_labels)
+        log(f"round {r + 1} pseudo-labels: {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters " + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
+        if len(pseudo.texts) < 32:
+            log("too few pseudo-labels to self-train; stopping self-training here")
+            report["rounds"].append(info)
+            stage_done(f"self-train {r + 1}")
+            continue
+        last = r == cfg.selftrain_rounds - 1
+        for k in (["a"] if last else ["a", "b"]):
+            run_dir = out / f"selftrain_{r + 1}_{k}"
+            st_cfg = replace(view_cfgs[k], steps=cfg.selftrain_steps, learning_rate=cfg.selftrain_learning_rate, seed=cfg.seed + 10 * (r + 1) + (k == "b"))
+            info[f"view_{k}"] = train_classifier(
+                st_cfg, run_dir, real_eval=real_eval, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
+                init_model=str(view_paths[k]), progress=progress, log=log,
+            )
+            view_paths[k] = run_dir / "classifier.keras"
+        report["rounds"].append(info)
+        stage_done(f"self-train {r + 1}")
+    report["pseudo_labels"] = report["rounds"][0] if report["rounds"] else {}
+    if report["rounds"] and "view_a" in report["rounds"][-1]:
+        report["selftrained"] = report["rounds"][-1]["view_a"]
 
     final_dir = out / "model"
-    if len(pseudo.texts) >= 32:
-        st_cfg = replace(refined_cfg, steps=cfg.selftrain_steps, learning_rate=cfg.selftrain_learning_rate, seed=cfg.seed + 2)
-        report["selftrained"] = train_classifier(
-            st_cfg, final_dir, real_eval=real_eval, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
-            init_model=str(out / "classifier_refined" / "classifier.keras"), progress=progress, log=log,
-        )
-    else:
-        log("too few pseudo-labels to self-train; the refined classifier is the final model")
-        final_dir.mkdir(exist_ok=True)
-        shutil.copyfile(out / "classifier_refined" / "classifier.keras", final_dir / "classifier.keras")
+    final_dir.mkdir(exist_ok=True)
+    shutil.copyfile(view_paths["a"], final_dir / "classifier.keras")
     shutil.copyfile(refiner_path, final_dir / "refiner.keras")
     shutil.copyfile(mask_path, final_dir / "mask.png")
-    stage_done("self-train")
 
     model = keras.models.load_model(final_dir / "classifier.keras", compile=False)
     start = time.perf_counter()

@@ -11,7 +11,7 @@ from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
 
 @dataclass(frozen=True)
 class RefinerConfig:
-    features: int = 16  # F: feature maps of the refiner
+    features: int = 8  # F: feature maps of the refiner (lean: it runs on every classifier batch)
     blocks: int = 3  # K: ResNet blocks
     disc_features: int = 32  # width of the discriminator
 

@@ -30,7 +30,7 @@ class SimGANConfig:
     reg_lambda: float = 5.0  # weight of the self-regularization L1
     learning_rate: float = 1e-3
     history_size: int = 2048  # refined images remembered for the discriminator
-    features: int = 16
+    features: int = 8
     blocks: int = 3
     disc_features: int = 32
     seed: int = 0

@@ -98,8 +98,8 @@ class Synthesizer:
         """Draw `text` and return the JPEG bytes, as the contest serves them."""
         cfg = self.config
         canvas = (self.background or Image.fromarray(striped_background(rng))).copy()
-        font = self.fonts[rng.integers(len(self.fonts))]
         for i, char in enumerate(text):
+            font = self.fonts[rng.integers(len(self.fonts))]  # per character: more shapes of each glyph
             size = int(rng.integers(cfg.font_size[0], cfg.font_size[1] + 1))
             angle = rng.uniform(-cfg.rotation, cfg.rotation)
             stroke = int(rng.integers(cfg.stroke[0], cfg.stroke[1] + 1))

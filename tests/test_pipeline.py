@@ -22,11 +22,24 @@ def test_pseudo_labels_need_agreement_and_confidence():
     x = np.zeros((3, 50, 100, 1), np.float32)
     a = one_hot_probs(["abcd", "abcd", "1234"], 0.99)
     b = np.concatenate([one_hot_probs(["abcd"], 0.99), one_hot_probs(["abce"], 0.99), one_hot_probs(["1234"], 0.5)])
-    kept = agreeing_pseudo_labels(x, ["n0", "n1", "n2"], a, b, threshold=0.9)
-    assert kept.names == ["n0"] and kept.texts == ["abcd"] and kept.considered == 3
-    assert kept.labels.shape == (1, 4)
-    assert pseudo_label_accuracy(kept, {"n0": "abcd", "n1": "zzzz"}) == (1, 1.0)
-    assert pseudo_label_accuracy(kept, {"other": "abcd"}) == (0, None)
+    kept = agreeing_pseudo_labels(x, ["n0", "n1", "n2"], a, b, threshold=0.9, min_chars=2)
+    # n0: all four agree; n1: the last character disagrees; n2: view b is unsure of everything
+    assert kept.names == ["n0", "n1"] and kept.texts == ["abcd", "abc?"] and kept.considered == 3
+    assert kept.labels[1, 3] == -1 and kept.known_chars == 7
+    acc = pseudo_label_accuracy(kept, {"n0": "abcd", "n1": "abzz"})
+    assert acc["known_chars"] == 7 and acc["char_precision"] == 6 / 7
+    assert acc["full_captchas"] == 1 and acc["full_captcha_precision"] == 1.0
+    assert pseudo_label_accuracy(kept, {"other": "abcd"})["char_precision"] is None
+
+
+def test_unknown_characters_are_left_out_of_the_loss(tmp_path):
+    from simcaptcha.classifier import ClassifierConfig, train_classifier
+
+    x = np.zeros((8, 50, 100, 1), np.float32)
+    y = np.full((8, 4), -1, np.int32)  # nothing known: the real half of each batch adds no loss
+    cfg = ClassifierConfig(steps=2, batch_size=4, filters=(4, 8), dense=8, bottleneck=4, eval_every=2, val_size=8)
+    metrics = train_classifier(cfg, tmp_path, extra_data=(x, y), extra_fraction=0.5, progress=False, log=lambda *_: None)
+    assert (tmp_path / "classifier.keras").is_file() and "val/synthetic_char_acc" in metrics
 
 
 def test_pipeline_end_to_end(tmp_path, challenge_dir):
@@ -36,16 +49,17 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir):
     args = [
         "pipeline", str(challenge_dir), str(held_out), "-o", str(tmp_path / "out"),
         "--eval-real", str(held_out), "--eval-labels", str(challenge_dir.parent / "labels.json"),
-        "--refiner-steps", "2", "--classifier-steps", "4", "--raw-view-steps", "3", "--selftrain-steps", "2", "--threshold", "0",
+        "--refiner-steps", "2", "--classifier-steps", "4", "--raw-view-steps", "3", "--selftrain-steps", "2", "--rounds", "2", "--threshold", "0",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     report = json.loads((out / "report.json").read_text())
     assert report["training_captchas"] == 20  # the held-out file never reaches training
+    assert len(report["rounds"]) == 2
     pseudo = report["pseudo_labels"]
     assert pseudo["considered"] == 20 and 0 <= pseudo["kept"] <= 20  # kept: where the two views agree
-    assert pseudo["held_out_considered"] == 20
+    assert pseudo["held_out"]["considered"] == 20
     for f in ["model/classifier.keras", "model/refiner.keras", "model/mask.png", "solutions.json", "refiner/samples/latest.png"]:
         assert (out / f).is_file(), f
     assert len(json.loads((out / "solutions.json").read_text())["solutions"]) == 40
