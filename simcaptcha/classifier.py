@@ -258,4 +258,7 @@ def train_classifier(
         if Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
             shutil.copyfile(cfg.refiner, run.path / "refiner.keras")
     metrics["train/seconds"] = time.time() - t0
+    from .challenges import write_json_atomic
+
+    write_json_atomic(run.path / "metrics.json", metrics)
     return metrics

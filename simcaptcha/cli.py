@@ -378,7 +378,8 @@ def pipeline(
     raw_view_steps: int = typer.Option(PIPELINE_DEFAULTS.raw_view_steps, min=1, help="Steps of the second (raw synthetic) view used to filter pseudo-labels."),
     selftrain_steps: int = typer.Option(PIPELINE_DEFAULTS.selftrain_steps, min=1, help="Fine-tuning steps on refined synthetic + pseudo-labelled real captchas."),
     rounds: int = typer.Option(PIPELINE_DEFAULTS.selftrain_rounds, min=0, help="Self-training rounds (pseudo-label, then fine-tune)."),
-    threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Confidence both views need to keep a pseudo-label."),
+    threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Probability both views need to keep a pseudo-labelled character."),
+    resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
     """Everything from raw challenge files to solutions.json: mask, refine-train, train, self-train, solve.
 
@@ -398,7 +399,7 @@ def pipeline(
         labels = json.loads(eval_labels.read_text())
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold)
-    report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo)
+    report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 
 

@@ -36,8 +36,12 @@ def stage_names(cfg: PipelineConfig) -> list[str]:
 
 
 def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
-                 eval_labels: dict | None = None, log=print, progress: bool = True) -> dict:
-    """Train everything from unlabelled captchas and solve them. `real_eval` captchas are held out of all training."""
+                 eval_labels: dict | None = None, log=print, progress: bool = True, resume: bool = False) -> dict:
+    """Train everything from unlabelled captchas and solve them. `real_eval` captchas are held out of all training.
+
+    resume: stages whose model is already in `out_dir` are skipped, and a stage that was
+    killed continues from its checkpoint; more self-training rounds can be added this way.
+    """
     from tqdm import tqdm
 
     import keras
@@ -71,19 +75,26 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     real_x = preprocess(images)
     stage_done("mask")
 
+    def classifier_stage(stage_cfg, run_dir, **kwargs):
+        if resume and (run_dir / "classifier.keras").is_file() and (run_dir / "metrics.json").is_file():
+            log(f"{run_dir}: done before, kept")
+            return json.loads((run_dir / "metrics.json").read_text())
+        return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, progress=progress, log=log, **kwargs)
+
     simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path))
-    train_refiner(simgan, real_x, out / "refiner", progress=progress, log=log)
     refiner_path = out / "refiner" / "refiner.keras"
+    if not (resume and refiner_path.is_file()):
+        train_refiner(simgan, real_x, out / "refiner", resume=resume, progress=progress, log=log)
     stage_done("refine-train")
 
     base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path))
     refined_cfg = replace(base, steps=cfg.classifier_steps, refiner=str(refiner_path))
-    m_refined = train_classifier(refined_cfg, out / "classifier_refined", real_eval=real_eval, progress=progress, log=log)
+    m_refined = classifier_stage(refined_cfg, out / "classifier_refined")
     report["refined"] = m_refined
     stage_done("train (refined)")
 
     raw_cfg = replace(base, steps=cfg.raw_view_steps, seed=cfg.seed + 1)
-    m_raw = train_classifier(raw_cfg, out / "classifier_raw", real_eval=real_eval, progress=progress, log=log)
+    m_raw = classifier_stage(raw_cfg, out / "classifier_raw")
     report["raw"] = m_raw
     stage_done("train (raw view)")
 
@@ -113,9 +124,8 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
         for k in (["a"] if last else ["a", "b"]):
             run_dir = out / f"selftrain_{r + 1}_{k}"
             st_cfg = replace(view_cfgs[k], steps=cfg.selftrain_steps, learning_rate=cfg.selftrain_learning_rate, seed=cfg.seed + 10 * (r + 1) + (k == "b"))
-            info[f"view_{k}"] = train_classifier(
-                st_cfg, run_dir, real_eval=real_eval, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
-                init_model=str(view_paths[k]), progress=progress, log=log,
+            info[f"view_{k}"] = classifier_stage(
+                st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction, init_model=str(view_paths[k]),
             )
             view_paths[k] = run_dir / "classifier.keras"
         report["rounds"].append(info)

@@ -64,3 +64,9 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir):
         assert (out / f).is_file(), f
     assert len(json.loads((out / "solutions.json").read_text())["solutions"]) == 40
     assert set(report["stage_seconds"]) >= {"mask", "refine-train", "solve"}
+
+    # resume adds a round to the finished run without training the earlier stages again
+    result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "classifier_refined: done before, kept" in result.output
+    assert len(json.loads((out / "report.json").read_text())["rounds"]) == 3
