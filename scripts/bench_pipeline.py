@@ -34,8 +34,14 @@ def table(report: dict) -> str:
     lines.append("")
     lines.append(f"stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + f"; total {report['total_seconds'] / 60:.1f} min")
     for r, p in enumerate(report.get("rounds", [])):
-        lines.append(f"self-training round {r + 1}: kept {p['kept']} of {p['considered']} training captchas as pseudo-labels; the same "
-                     f"filter on challenge-14 keeps {p.get('held_out_kept')} of {p.get('held_out_considered')}, {p.get('held_out_accuracy') or 0:.1%} of them right")
+        held = p.get("held_out") or {}
+        line = f"self-training round {r + 1}: {p['kept']} of {p['considered']} training captchas pseudo-labelled, {p.get('known_chars', '?')} characters known"
+        if held.get("char_precision") is not None:
+            line += (f"; the same filter on challenge-14 knows {held['known_chars']} characters, {held['char_precision']:.1%} right"
+                     f" ({held['full_captchas']} whole captchas, {held['full_captcha_precision'] or 0:.1%} right)")
+        if "view_a" in p:
+            line += f"; after it: {p['view_a']['val/real_captcha_acc']:.1%} captchas, {p['view_a']['val/real_char_acc']:.1%} characters"
+        lines.append(line)
     lines.append(f"solve throughput: {report['solve']['per_second']} captchas/s ({report['solve']['captchas']} captchas)")
     return "\n".join(lines)
 
