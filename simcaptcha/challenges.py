@@ -141,6 +141,10 @@ def load_captchas(paths: Iterable[str | os.PathLike]) -> LoadResult:
     return result
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to `path` through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
@@ -149,6 +153,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -91,6 +91,18 @@ class Synthesizer:
             raise ValueError(f"background must be {IMAGE_HEIGHT}x{IMAGE_WIDTH} RGB, got {background.shape}")
         self.background = None if background is None else Image.fromarray(background)
 
+    def warm_up(self) -> int:
+        """Draw every glyph once (they are cached); returns how many. Rendering is fastest afterwards."""
+        cfg = self.config
+        count = 0
+        for font in self.fonts:
+            for size in range(cfg.font_size[0], cfg.font_size[1] + 1):
+                for stroke in range(cfg.stroke[0], cfg.stroke[1] + 1):
+                    for char in ALPHABET:
+                        _glyph(font, size, char, stroke)
+                        count += 1
+        return count
+
     def random_text(self, rng: np.random.Generator) -> str:
         return "".join(ALPHABET[i] for i in rng.integers(0, len(ALPHABET), CAPTCHA_LENGTH))
 

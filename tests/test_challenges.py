@@ -77,6 +77,7 @@ def test_write_atomic_leaves_no_temp_files(tmp_path):
     write_atomic(tmp_path / "x.bin", b"def")
     assert (tmp_path / "x.bin").read_bytes() == b"def"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+    assert (tmp_path / "x.bin").stat().st_mode & 0o044  # readable by others, like any written file
 
 
 def test_real_hackmit_files_read_cleanly(hackmit):
