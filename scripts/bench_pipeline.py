@@ -10,12 +10,15 @@ synthetic-only, refined, and refined + self-training classifiers on its 1,000 la
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hackmit"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def table(report: dict) -> str:
@@ -32,7 +35,7 @@ def table(report: dict) -> str:
     for name, m, t in rows:
         lines.append(f"| {name} | {m['val/real_captcha_acc']:.1%} | {m['val/real_char_acc']:.1%} | {t / 60:.1f} min |")
     lines.append("")
-    lines.append(f"stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + f"; total {report['total_seconds'] / 60:.1f} min")
+    lines.append("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + f"; total {report['total_seconds'] / 60:.1f} min")
     for r, p in enumerate(report.get("rounds", [])):
         held = p.get("held_out") or {}
         line = f"self-training round {r + 1}: {p['kept']} of {p['considered']} training captchas pseudo-labelled, {p.get('known_chars', '?')} characters known"

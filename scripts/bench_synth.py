@@ -1,11 +1,14 @@
 """Benchmark: synthetic captchas rendered per second on one core."""
 
 import argparse
+import os
 import time
 
 import numpy as np
 
 from simcaptcha.synth import Synthesizer, striped_background
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main():

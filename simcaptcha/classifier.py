@@ -95,9 +95,12 @@ def _inference_fn(model):
 
     key = id(model)
     if key not in _INFER_CACHE:
+
+        def infer(x):
+            return model(x, training=False)
+
         _INFER_CACHE[key] = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32)],
+            infer, autograph=False, input_signature=[tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32)]
         )
     return _INFER_CACHE[key]
 

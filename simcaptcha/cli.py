@@ -167,13 +167,6 @@ def preview(
     typer.echo(f"wrote {out}")
 
 
-def real_inputs(paths: List[Path]):
-    """Preprocessed real captchas from challenge files or image folders, bad entries reported."""
-    from .preprocess import preprocess
-
-    return preprocess(load_or_fail(paths).images())
-
-
 @app.command("refine-train")
 def refine_train(
     real: List[Path] = typer.Option(..., "--real", help="Unlabelled real captchas: challenge files or folders (repeatable)."),
@@ -199,10 +192,13 @@ def refine_train(
     """
     from .simgan import SimGANConfig, train_refiner
 
-    real_x = real_inputs(real)
+    from .preprocess import preprocess
+
+    real_images = load_or_fail(real).images()
+    real_x = preprocess(real_images)
     if mask_png is None and not resume:
         mask_png = out / "mask.png"
-        estimate_mask_into(load_or_fail(real).images(), mask_png)
+        estimate_mask_into(real_images, mask_png)
     cfg = SimGANConfig(
         steps=steps, batch_size=batch_size, reg_lambda=reg_lambda, features=features, blocks=blocks,
         history_size=history_size, pretrain_refiner_steps=pretrain_refiner, pretrain_disc_steps=pretrain_disc,

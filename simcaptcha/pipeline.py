@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .challenges import InputError, LoadResult, write_json_atomic
-from .classifier import ClassifierConfig, RealEval, decode_probs, predict_probs, train_classifier
+from .classifier import ClassifierConfig, RealEval, predict_probs, train_classifier
 from .preprocess import estimate_background, preprocess
 from .simgan import SimGANConfig, train_refiner
 from .solver import solve_loaded, write_solutions
