@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .alphabet import CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, decode
+from .challenges import write_json_atomic
 from .runs import RunDir, save_model_atomic
 
 
@@ -261,7 +262,5 @@ def train_classifier(
         if Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
             shutil.copyfile(cfg.refiner, run.path / "refiner.keras")
     metrics["train/seconds"] = time.time() - t0
-    from .challenges import write_json_atomic
-
     write_json_atomic(run.path / "metrics.json", metrics)
     return metrics

@@ -14,6 +14,7 @@ import typer
 from .challenges import InputError, LoadResult, load_captchas
 from .classifier import ClassifierConfig
 from .pipeline import PipelineConfig
+from .preprocess import BACKGROUND_SAMPLE
 from .simgan import SimGANConfig
 
 SIMGAN_DEFAULTS = SimGANConfig()
@@ -79,7 +80,7 @@ def extract(
 def mask(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(..., "-o", "--out", help="Background PNG to write (stripes and noise lines)."),
-    limit: int = typer.Option(3000, help="Use at most this many captchas (the median settles long before)."),
+    limit: int = typer.Option(BACKGROUND_SAMPLE, help="Use at most this many captchas (the statistics settle long before)."),
 ):
     """Estimate one contest user's shared background and noise lines from their captchas.
 
@@ -87,10 +88,7 @@ def mask(
     thin white lines) and drops the characters, which move. Example:
     simcaptcha mask ../shared/data/hackmit/challenges -o mask.png
     """
-    from PIL import Image
-
-    from .preprocess import estimate_background, line_mask
-    from .viz import save_png
+    from .preprocess import estimate_background, line_mask, save_background
 
     result = load_or_fail(paths)
     images = result.images()[:limit]
@@ -100,7 +98,7 @@ def mask(
         fail(str(exc))
     if out.suffix.lower() != ".png":
         fail(f"{out}: the mask is written as PNG; give a .png name")
-    save_png(Image.fromarray(background), out)
+    save_background(background, out)
     typer.echo(f"estimated the background from {len(images)} captchas: {int(line_mask(background).sum())} noise-line pixels; wrote {out}")
 
 
@@ -190,15 +188,14 @@ def refine_train(
 
     Example: simcaptcha refine-train --real ../shared/data/hackmit/challenges -o runs/refiner --mask mask.png
     """
-    from .simgan import SimGANConfig, train_refiner
-
-    from .preprocess import preprocess
+    from .preprocess import estimate_background, preprocess, save_background
+    from .simgan import train_refiner
 
     real_images = load_or_fail(real).images()
     real_x = preprocess(real_images)
     if mask_png is None and not resume:
         mask_png = out / "mask.png"
-        estimate_mask_into(real_images, mask_png)
+        save_background(estimate_background(real_images[:BACKGROUND_SAMPLE]), mask_png)
     cfg = SimGANConfig(
         steps=steps, batch_size=batch_size, reg_lambda=reg_lambda, features=features, blocks=blocks,
         history_size=history_size, pretrain_refiner_steps=pretrain_refiner, pretrain_disc_steps=pretrain_disc,
@@ -209,15 +206,6 @@ def refine_train(
         make_synthesizer(Path(cfg.mask), font)  # fail early on a bad mask or font
     result = train_refiner(cfg, real_x, out, resume=resume, log=typer.echo)
     typer.echo(f"wrote {out / 'refiner.keras'} after {result['seconds']:.0f} s; samples in {out / 'samples'}")
-
-
-def estimate_mask_into(images, path: Path) -> None:
-    from PIL import Image
-
-    from .preprocess import estimate_background
-    from .viz import save_png
-
-    save_png(Image.fromarray(estimate_background(images[:3000])), path)
 
 
 @app.command()
@@ -260,6 +248,17 @@ def refine(
     typer.echo(f"refined {len(refined)} captchas into {out}")
 
 
+def load_eval_set(eval_real: Optional[List[Path]], eval_labels: Optional[Path]):
+    """Labelled real captchas for evaluation only, or None when neither option is given."""
+    from .classifier import load_real_eval
+
+    if not (eval_real or eval_labels):
+        return None
+    if not (eval_real and eval_labels):
+        fail("--eval-real and --eval-labels go together")
+    return load_real_eval(eval_real, eval_labels)
+
+
 @app.command()
 def train(
     out: Path = typer.Option(..., "-o", "--out", help="Model folder: classifier.keras (+ refiner.keras), config.json, checkpoint, logs/."),
@@ -279,18 +278,14 @@ def train(
 
     Example: simcaptcha train -o runs/model --refiner runs/refiner/refiner.keras --eval-real challenge-14 --eval-labels dev-labels.json
     """
-    from .classifier import ClassifierConfig, load_real_eval, train_classifier
+    from .classifier import train_classifier
 
     if mask_png is None and refiner_path is not None and (refiner_path.parent / "mask.png").is_file():
         mask_png = refiner_path.parent / "mask.png"
     if refiner_path is not None and not refiner_path.is_file():
         fail(f"{refiner_path}: no such refiner model")
     make_synthesizer(mask_png, font)  # fail early on a bad mask or font
-    real_eval = None
-    if eval_real or eval_labels:
-        if not (eval_real and eval_labels):
-            fail("--eval-real and --eval-labels go together")
-        real_eval = load_real_eval(eval_real, eval_labels)
+    real_eval = load_eval_set(eval_real, eval_labels)
     cfg = ClassifierConfig(
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, eval_every=eval_every,
         mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
@@ -383,16 +378,11 @@ def pipeline(
     """
     import json
 
-    from .classifier import load_real_eval
-    from .pipeline import PipelineConfig, run_pipeline
+    from .pipeline import run_pipeline
 
     loaded = load_or_fail(paths)
-    real_eval, labels = None, None
-    if eval_real or eval_labels:
-        if not (eval_real and eval_labels):
-            fail("--eval-real and --eval-labels go together")
-        real_eval = load_real_eval(eval_real, eval_labels)
-        labels = json.loads(eval_labels.read_text())
+    real_eval = load_eval_set(eval_real, eval_labels)
+    labels = json.loads(eval_labels.read_text()) if real_eval else None
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold)
     report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .challenges import InputError, LoadResult, write_json_atomic
 from .classifier import ClassifierConfig, RealEval, predict_probs, train_classifier
-from .preprocess import estimate_background, preprocess
+from .preprocess import BACKGROUND_SAMPLE, estimate_background, preprocess, save_background
 from .simgan import SimGANConfig, train_refiner
 from .solver import solve_loaded, write_solutions
 
@@ -66,12 +66,8 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
         stages.update(1)
         stages.set_postfix(last=name)
 
-    from PIL import Image
-
-    from .viz import save_png
-
     mask_path = out / "mask.png"
-    save_png(Image.fromarray(estimate_background(images[:3000])), mask_path)
+    save_background(estimate_background(images[:BACKGROUND_SAMPLE]), mask_path)
     real_x = preprocess(images)
     stage_done("mask")
 
@@ -112,8 +108,10 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
             # The same filter on the held-out captchas says how accurate kept pseudo-labels are.
             probe = agreeing_pseudo_labels(real_eval.x, real_eval.names, predict_probs(views["a"], real_eval.x), predict_probs(views["b"], real_eval.x), cfg.selftrain_threshold)
             info["held_out"] = {"considered": len(real_eval.names), **pseudo_label_accuracy(probe, held_out_labels)}
-        if eval_labels and pseudo_label_accuracy(pseudo, eval_labels)["captchas"]:
-            info["labelled"] = pseudo_label_accuracy(pseudo, eval_labels)
+        if eval_labels:
+            labelled = pseudo_label_accuracy(pseudo, eval_labels)
+            if labelled["captchas"]:
+                info["labelled"] = labelled
         log(f"round {r + 1} pseudo-labels: {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters " + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
         if len(pseudo.texts) < 32:
             log("too few pseudo-labels to self-train; stopping self-training here")

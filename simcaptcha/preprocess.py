@@ -15,6 +15,8 @@ from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
 
 # The white lines of a background are the pixels at least this white (0-255 whiteness).
 LINE_THRESHOLD = 160
+# Captchas a background is estimated from: the percentiles settle long before, and more costs memory.
+BACKGROUND_SAMPLE = 3000
 
 
 def whiteness(rgb: np.ndarray) -> np.ndarray:
@@ -60,6 +62,17 @@ def estimate_background(images: np.ndarray) -> np.ndarray:
 def line_mask(background: np.ndarray) -> np.ndarray:
     """Boolean (50, 100): the white noise lines of a background."""
     return whiteness(background) >= LINE_THRESHOLD
+
+
+def save_background(background: np.ndarray, path) -> None:
+    """Write a background (mask) PNG atomically; `load_background` reads it back."""
+    import io
+
+    from .challenges import write_atomic
+
+    buf = io.BytesIO()
+    Image.fromarray(background).save(buf, "PNG")
+    write_atomic(path, buf.getvalue())
 
 
 def load_background(path) -> np.ndarray:
