@@ -35,7 +35,10 @@ def table(report: dict) -> str:
     for name, m, t in rows:
         lines.append(f"| {name} | {m['val/real_captcha_acc']:.1%} | {m['val/real_char_acc']:.1%} | {t / 60:.1f} min |")
     lines.append("")
-    lines.append("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + f"; total {report['total_seconds'] / 60:.1f} min")
+    total = f"; total {report['total_seconds'] / 60:.1f} min"
+    if report.get("seconds_this_run", report["total_seconds"]) < report["total_seconds"] - 60:
+        total += f" (resumed: {report['seconds_this_run'] / 60:.1f} min in the last invocation)"
+    lines.append("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + total)
     for r, p in enumerate(report.get("rounds", [])):
         held = p.get("held_out") or {}
         line = f"self-training round {r + 1}: {p['kept']} of {p['considered']} training captchas pseudo-labelled, {p.get('known_chars', '?')} characters known"

@@ -19,6 +19,7 @@ class ClassifierConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     filters: tuple[int, ...] = (16, 32, 64, 128)  # one 3x3 conv block each; all but the last halve the size
+    stem_stride: int = 2  # the first conv halves the size itself: full-resolution maps cost the most time
     bottleneck: int = 32  # 1x1 conv channels the heads read
     dense: int = 128  # per head
     head_window: int = 6  # feature-map columns each head sees (of 12)
@@ -56,11 +57,12 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
     inputs = keras.Input((IMAGE_HEIGHT, IMAGE_WIDTH, 1), name="image")
     x = inputs
     for i, f in enumerate(cfg.filters):
-        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv_{i}")(x)
+        stride = cfg.stem_stride if i == 0 else 1
+        x = layers.Conv2D(f, 3, strides=stride, padding="same", use_bias=False, name=f"conv_{i}")(x)
         # BatchNorm: without it this network sometimes never starts learning.
         x = layers.BatchNormalization(name=f"bn_{i}")(x)
         x = layers.ReLU(name=f"relu_{i}")(x)
-        if i < len(cfg.filters) - 1:
+        if i < len(cfg.filters) - 1 and stride == 1:
             x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
     # A 1x1 bottleneck keeps the per-head dense layers small (a few MB model, fast heads).
     x = layers.Conv2D(cfg.bottleneck, 1, use_bias=False, name="bottleneck")(x)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .alphabet import ALPHABET
 from .challenges import InputError, LoadResult, write_json_atomic
 from .classifier import ClassifierConfig, RealEval, predict_probs, train_classifier
 from .preprocess import BACKGROUND_SAMPLE, estimate_background, preprocess, save_background
@@ -28,6 +29,8 @@ class PipelineConfig:
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
     selftrain_fraction: float = 0.5  # share of each fine-tuning batch taken from pseudo-labelled real captchas
     selftrain_learning_rate: float = 5e-4
+    min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
+    balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling
 
 
 def stage_names(cfg: PipelineConfig) -> list[str]:
@@ -56,15 +59,24 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     images = np.stack([loaded.captchas[i].image for i in train_idx])
     names = [loaded.captchas[i].name for i in train_idx]
     report: dict = {"captchas": len(loaded.captchas), "training_captchas": len(images), "stage_seconds": {}}
+    # On --resume, stages kept from the earlier run keep that run's timings and round figures.
+    previous = {}
+    if resume and (out / "report.json").is_file():
+        previous = json.loads((out / "report.json").read_text())
     stages = tqdm(total=len(stage_names(cfg)), desc="pipeline", position=0, disable=not progress, dynamic_ncols=True)
-    clock = [time.time()]
+    started = time.time()
+    clock = [started]
 
-    def stage_done(name):
+    def stage_done(name, kept=False):
         now = time.time()
-        report["stage_seconds"][name] = round(now - clock[0], 1)
+        earlier = previous.get("stage_seconds", {}).get(name)
+        report["stage_seconds"][name] = earlier if kept and earlier is not None else round(now - clock[0], 1)
         clock[0] = now
         stages.update(1)
         stages.set_postfix(last=name)
+
+    def is_done(run_dir):
+        return resume and (run_dir / "classifier.keras").is_file() and (run_dir / "metrics.json").is_file()
 
     mask_path = out / "mask.png"
     save_background(estimate_background(images[:BACKGROUND_SAMPLE]), mask_path)
@@ -72,55 +84,70 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     stage_done("mask")
 
     def classifier_stage(stage_cfg, run_dir, **kwargs):
-        if resume and (run_dir / "classifier.keras").is_file() and (run_dir / "metrics.json").is_file():
+        if is_done(run_dir):
             log(f"{run_dir}: done before, kept")
             return json.loads((run_dir / "metrics.json").read_text())
         return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, progress=progress, log=log, **kwargs)
 
     simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path))
     refiner_path = out / "refiner" / "refiner.keras"
-    if not (resume and refiner_path.is_file()):
+    refiner_kept = resume and refiner_path.is_file()
+    if not refiner_kept:
         train_refiner(simgan, real_x, out / "refiner", resume=resume, progress=progress, log=log)
-    stage_done("refine-train")
+    stage_done("refine-train", kept=refiner_kept)
 
     base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path))
     refined_cfg = replace(base, steps=cfg.classifier_steps, refiner=str(refiner_path))
-    m_refined = classifier_stage(refined_cfg, out / "classifier_refined")
-    report["refined"] = m_refined
-    stage_done("train (refined)")
+    kept = is_done(out / "classifier_refined")
+    report["refined"] = classifier_stage(refined_cfg, out / "classifier_refined")
+    stage_done("train (refined)", kept)
 
     raw_cfg = replace(base, steps=cfg.raw_view_steps, seed=cfg.seed + 1)
-    m_raw = classifier_stage(raw_cfg, out / "classifier_raw")
-    report["raw"] = m_raw
-    stage_done("train (raw view)")
+    kept = is_done(out / "classifier_raw")
+    report["raw"] = classifier_stage(raw_cfg, out / "classifier_raw")
+    stage_done("train (raw view)", kept)
 
-    from .selftrain import agreeing_pseudo_labels, pseudo_label_accuracy
+    from .selftrain import agreeing_pseudo_labels, class_balance_weights, pseudo_label_accuracy, reweight
 
     held_out_labels = dict(zip(real_eval.names, real_eval.texts)) if real_eval else {}
     view_paths = {"a": out / "classifier_refined" / "classifier.keras", "b": out / "classifier_raw" / "classifier.keras"}
     view_cfgs = {"a": refined_cfg, "b": raw_cfg}
     report["rounds"] = []
+    previous_rounds = previous.get("rounds", [])
     for r in range(cfg.selftrain_rounds):
+        last = r == cfg.selftrain_rounds - 1
+        trained = ["a"] if last else ["a", "b"]
+        run_dirs = {k: out / f"selftrain_{r + 1}_{k}" for k in trained}
+        if r < len(previous_rounds) and all(is_done(d) for d in run_dirs.values()):
+            # Finished in an earlier run: keep its models and its pseudo-label figures.
+            log(f"self-train round {r + 1}: done before, kept")
+            report["rounds"].append(previous_rounds[r])
+            view_paths.update({k: d / "classifier.keras" for k, d in run_dirs.items()})
+            stage_done(f"self-train {r + 1}", kept=True)
+            continue
         views = {k: keras.models.load_model(p, compile=False) for k, p in view_paths.items()}
-        pseudo = agreeing_pseudo_labels(real_x, names, predict_probs(views["a"], real_x), predict_probs(views["b"], real_x), cfg.selftrain_threshold)
+        probs = {k: predict_probs(v, real_x) for k, v in views.items()}
+        weights = {k: class_balance_weights(p) if cfg.balance_classes else np.ones(p.shape[-1]) for k, p in probs.items()}
+        pseudo = agreeing_pseudo_labels(real_x, names, reweight(probs["a"], weights["a"]), reweight(probs["b"], weights["b"]), cfg.selftrain_threshold)
         info = {"considered": pseudo.considered, "kept": len(pseudo.texts), "known_chars": pseudo.known_chars}
+        if cfg.balance_classes:
+            info["class_weights"] = {k: dict(zip(ALPHABET, np.round(w, 3).tolist())) for k, w in weights.items()}
         if real_eval is not None:
-            # The same filter on the held-out captchas says how accurate kept pseudo-labels are.
-            probe = agreeing_pseudo_labels(real_eval.x, real_eval.names, predict_probs(views["a"], real_eval.x), predict_probs(views["b"], real_eval.x), cfg.selftrain_threshold)
+            # The same filter (and weights) on the held-out captchas says how accurate kept pseudo-labels are.
+            held = {k: reweight(predict_probs(v, real_eval.x), weights[k]) for k, v in views.items()}
+            probe = agreeing_pseudo_labels(real_eval.x, real_eval.names, held["a"], held["b"], cfg.selftrain_threshold)
             info["held_out"] = {"considered": len(real_eval.names), **pseudo_label_accuracy(probe, held_out_labels)}
         if eval_labels:
             labelled = pseudo_label_accuracy(pseudo, eval_labels)
             if labelled["captchas"]:
                 info["labelled"] = labelled
         log(f"round {r + 1} pseudo-labels: {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters " + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
-        if len(pseudo.texts) < 32:
+        if len(pseudo.texts) < cfg.min_pseudo_labels:
             log("too few pseudo-labels to self-train; stopping self-training here")
             report["rounds"].append(info)
             stage_done(f"self-train {r + 1}")
             continue
-        last = r == cfg.selftrain_rounds - 1
-        for k in (["a"] if last else ["a", "b"]):
-            run_dir = out / f"selftrain_{r + 1}_{k}"
+        for k, run_dir in run_dirs.items():
             st_cfg = replace(view_cfgs[k], steps=cfg.selftrain_steps, learning_rate=cfg.selftrain_learning_rate, seed=cfg.seed + 10 * (r + 1) + (k == "b"))
             info[f"view_{k}"] = classifier_stage(
                 st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction, init_model=str(view_paths[k]),
@@ -146,6 +173,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     report["solve"] = {"captchas": len(result.solutions), "seconds": round(solve_seconds, 2), "per_second": round(len(result.solutions) / max(solve_seconds, 1e-9))}
     stage_done("solve")
     stages.close()
-    report["total_seconds"] = round(sum(report["stage_seconds"].values()), 1)
+    report["total_seconds"] = round(sum(report["stage_seconds"].values()), 1)  # kept stages count their earlier time
+    report["seconds_this_run"] = round(time.time() - started, 1)
     write_json_atomic(out / "report.json", report)
     return report

@@ -3,6 +3,13 @@
 Whole-captcha agreement keeps few captchas while the classifiers still miss a character or
 two; per-character agreement keeps most characters, and the unknown ones (label -1) are
 masked out of the loss.
+
+Both views share some mistakes (a real glyph unlike every synthetic one is read as the same
+wrong class by both), and agreement cannot catch those. Captcha texts are drawn uniformly from
+the alphabet, so a class the classifier picks far more or less often than 1/36 on the real
+captchas is a symptom: `class_balance_weights` finds per-class weights that make the picks
+uniform again (a prior shift correction), and pseudo-labels are read from the reweighted
+probabilities, so the real glyphs of an under-picked class get their own label.
 """
 
 from __future__ import annotations
@@ -30,6 +37,27 @@ class PseudoLabels:
     @property
     def known_chars(self) -> int:
         return int((self.labels >= 0).sum())
+
+
+def class_balance_weights(probs: np.ndarray, iterations: int = 200, step: float = 0.25) -> np.ndarray:
+    """Per-class weights w (36,) such that argmax(probs * w) picks every class about equally often.
+
+    probs: (N, 4, 36) on unlabelled real captchas. Multiplicative updates on the log-weights,
+    damped by `step`: a class picked twice too often has its weight divided by 2**step per pass.
+    """
+    log_p = np.log(probs.reshape(-1, probs.shape[-1]) + 1e-9)
+    log_w = np.zeros(probs.shape[-1])
+    target = 1.0 / probs.shape[-1]
+    for _ in range(iterations):
+        freq = np.bincount((log_p + log_w).argmax(-1), minlength=probs.shape[-1]) / len(log_p)
+        log_w += step * (np.log(target) - np.log(freq + 1e-6))
+    return np.exp(log_w - log_w.mean())
+
+
+def reweight(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """probs * weights, renormalized over the classes."""
+    q = probs * weights
+    return q / q.sum(-1, keepdims=True)
 
 
 def agreeing_pseudo_labels(x: np.ndarray, names: list[str], probs_a: np.ndarray, probs_b: np.ndarray,

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, encode
-from .preprocess import preprocess
+from .preprocess import line_mask, preprocess
 
 GLYPH_BOX = 48  # glyphs are drawn centred in a square this size, then rotated
 
@@ -40,6 +40,18 @@ class SynthConfig:
     stroke: tuple[int, int] = (1, 4)  # extra stroke in quarter pixels: the real font is heavier than any open bold
     ink: tuple[int, int] = (235, 255)  # character colour, a near-white grey level range
     jpeg_quality: tuple[int, int] = (45, 55)  # real HackMIT captchas are quality 50, 4:2:0
+    width_scale: tuple[float, float] = (0.8, 1.25)  # horizontal stretch: the real font's widths differ from each open font's
+    # Glyph shapes no single open font has, fitted to the real captchas' most confused characters:
+    char_fonts: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("g", ("GilliusADF", "OpenSans", "Karla", "Cabin")),  # the real g is two-storey
+    )
+    # (char, width range, height range) replacing width_scale for that char
+    char_scale: tuple[tuple[str, tuple[float, float], tuple[float, float]], ...] = (
+        ("l", (1.1, 1.5), (0.8, 0.95)),  # the real l is a short thick bar, barely taller than the dotted i
+        ("i", (1.0, 1.4), (1.0, 1.0)),  # whose stem is as thick
+    )
+    lines_on_top: bool = True  # the contest drew its noise lines after the text: they cross the characters
+    open_four: float = 0.5  # share of 4s drawn with an open top (as the real font does) instead of from a font
 
 
 @lru_cache(maxsize=None)
@@ -67,6 +79,33 @@ def _glyph(path: str, size: int, char: str, stroke: int = 0) -> Image.Image:
     return box.reduce(SUPERSAMPLE)
 
 
+@lru_cache(maxsize=256)
+def _open_four(size: int, stroke: int = 0) -> Image.Image:
+    """A '4' whose slanted arm stops short of the stem (an open top), drawn as strokes at a font's cap height."""
+    big = GLYPH_BOX * SUPERSAMPLE
+    h = 0.72 * size * SUPERSAMPLE  # cap height of a typical sans
+    w = 0.75 * h
+    width = round(0.19 * h + 2 * stroke)  # a bold stem, emboldened like the font glyphs
+    x0, y0 = (big - w) / 2, (big - h) / 2
+    box = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(box)
+    draw.line([(x0 + 0.18 * w, y0), (x0, y0 + 0.66 * h), (x0 + w, y0 + 0.66 * h)], fill=255, width=width, joint="curve")
+    draw.line([(x0 + 0.74 * w, y0), (x0 + 0.74 * w, y0 + h)], fill=255, width=width)
+    return box.reduce(SUPERSAMPLE)
+
+
+def _place(glyph: Image.Image, angle: float, sx: float, sy: float) -> Image.Image:
+    """Stretch a glyph by (sx, sy) about its centre, then rotate it by `angle` degrees, in one resampling."""
+    a = np.deg2rad(angle)
+    cos, sin = np.cos(a), np.sin(a)
+    c = GLYPH_BOX / 2
+    # PIL wants the inverse map, output (x, y) -> input: unrotate, then unstretch.
+    m = np.array([[cos / sx, -sin / sx], [sin / sy, cos / sy]])
+    offset = np.array([c, c]) - m @ np.array([c, c])
+    data = (m[0, 0], m[0, 1], offset[0], m[1, 0], m[1, 1], offset[1])
+    return glyph.transform(glyph.size, Image.AFFINE, data, resample=Image.BILINEAR)
+
+
 def striped_background(rng: np.random.Generator) -> np.ndarray:
     """A plain background of 4 random saturated stripes, used when no mask is given."""
     bg = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
@@ -90,6 +129,14 @@ class Synthesizer:
         if background is not None and background.shape != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
             raise ValueError(f"background must be {IMAGE_HEIGHT}x{IMAGE_WIDTH} RGB, got {background.shape}")
         self.background = None if background is None else Image.fromarray(background)
+        self.lines = None  # 'L' mask of the background's noise lines, redrawn over the characters
+        if background is not None and config.lines_on_top:
+            self.lines = Image.fromarray((line_mask(background) * 255).astype(np.uint8))
+        self.char_fonts = {}
+        for char, names in config.char_fonts:
+            chosen = [f for f in self.fonts if any(n.lower() in Path(f).name.lower() for n in names)]
+            self.char_fonts[char] = chosen or self.fonts  # other fonts given: draw that char from all of them
+        self.char_scale = {char: (sx, sy) for char, sx, sy in config.char_scale}
 
     def warm_up(self) -> int:
         """Draw every glyph once (they are cached); returns how many. Rendering is fastest afterwards."""
@@ -101,6 +148,9 @@ class Synthesizer:
                     for char in ALPHABET:
                         _glyph(font, size, char, stroke)
                         count += 1
+        for size in range(cfg.font_size[0], cfg.font_size[1] + 1):
+            for stroke in range(cfg.stroke[0], cfg.stroke[1] + 1):
+                _open_four(size, stroke)
         return count
 
     def random_text(self, rng: np.random.Generator) -> str:
@@ -111,15 +161,24 @@ class Synthesizer:
         cfg = self.config
         canvas = (self.background or Image.fromarray(striped_background(rng))).copy()
         for i, char in enumerate(text):
-            font = self.fonts[rng.integers(len(self.fonts))]  # per character: more shapes of each glyph
+            fonts = self.char_fonts.get(char, self.fonts)
+            font = fonts[rng.integers(len(fonts))]  # per character: more shapes of each glyph
             size = int(rng.integers(cfg.font_size[0], cfg.font_size[1] + 1))
             angle = rng.uniform(-cfg.rotation, cfg.rotation)
             stroke = int(rng.integers(cfg.stroke[0], cfg.stroke[1] + 1))
-            glyph = _glyph(font, size, char, stroke).rotate(angle, resample=Image.BILINEAR)
+            sx_range, sy_range = self.char_scale.get(char, (cfg.width_scale, (1.0, 1.0)))
+            sx, sy = rng.uniform(*sx_range), rng.uniform(*sy_range)
+            if char == "4" and rng.random() < cfg.open_four:
+                glyph = _open_four(size, stroke)
+            else:
+                glyph = _glyph(font, size, char, stroke)
+            glyph = _place(glyph, angle, sx, sy)
             cx = cfg.x_centers[i] + rng.uniform(-cfg.x_jitter, cfg.x_jitter)
             cy = rng.uniform(*cfg.y_range)
             ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
             canvas.paste((ink, ink, ink), (round(cx - GLYPH_BOX / 2), round(cy - GLYPH_BOX / 2)), glyph)
+        if self.lines is not None:
+            canvas.paste(self.background, (0, 0), self.lines)
         out = io.BytesIO()
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
         canvas.save(out, "JPEG", quality=quality, subsampling=2)

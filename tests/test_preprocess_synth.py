@@ -97,3 +97,53 @@ def test_write_dataset(tmp_path, synthesizer):
     saved = json.loads((tmp_path / "out" / "labels.json").read_text())
     assert saved == labels and len(saved) == 5
     assert all((tmp_path / "out" / name).is_file() for name in saved)
+
+
+def test_char_fonts_restrict_shapes_and_fall_back():
+    synth = Synthesizer(config=SynthConfig())
+    g_fonts = synth.char_fonts["g"]
+    assert g_fonts and all(any(n in f for n in ("GilliusADF", "OpenSans", "Karla", "Cabin")) for f in g_fonts)
+    assert len(g_fonts) < len(synth.fonts)
+    # fonts of the user's own that match none of the names: the char is drawn from all of them
+    dejavu = [f for f in default_fonts() if "DejaVu" in f]
+    assert Synthesizer(config=SynthConfig(fonts=tuple(dejavu))).char_fonts["g"] == dejavu
+
+
+def test_open_four_leaves_a_gap_at_the_top():
+    from simcaptcha.synth import _open_four
+
+    ink = np.asarray(_open_four(24, 2)) > 128
+    rows, cols = np.nonzero(ink)
+    top = ink[rows.min() : rows.min() + 3, cols.min() : cols.max() + 1]
+    # the top rows hold two separate strokes (arm and stem) with background between them
+    runs = np.diff(np.concatenate([[0], top.any(0).astype(int), [0]]))
+    assert (runs == 1).sum() == 2
+
+
+def test_stretch_and_height_scale_change_the_glyph():
+    from simcaptcha.synth import _glyph, _place
+
+    glyph = _glyph(default_fonts()[0], 24, "l", 2)
+
+    def extent(im, axis):
+        return np.ptp(np.nonzero(np.asarray(im).max(axis) > 128)[0])
+
+    assert extent(_place(glyph, 0, 1, 0.7), 1) < 0.8 * extent(glyph, 1)
+    assert extent(_place(glyph, 0, 1.5, 1), 0) > extent(glyph, 0)
+    assert extent(_place(glyph, 90, 1, 1), 1) < 0.5 * extent(glyph, 1)  # rotated a quarter turn, the bar lies flat
+
+
+def test_noise_lines_cross_the_characters():
+    from simcaptcha.synth import striped_background
+
+    bg = striped_background(np.random.default_rng(3))
+    bg[14:42, 5:95:3] = (255, 205, 205)  # pinkish vertical lines, as a line over a red stripe looks
+    lines = line_mask(bg)
+    assert lines.sum() > 500
+
+    def white_on_lines(on_top):
+        images, _ = Synthesizer(bg, SynthConfig(lines_on_top=on_top)).render_batch(40, seed=6)
+        return (images.min(-1)[:, lines] > 240).mean()
+
+    # drawn after the text, a line stays pink where a white character crosses it; drawn before, the ink covers it
+    assert white_on_lines(True) < 0.01 < white_on_lines(False)
