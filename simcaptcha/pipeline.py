@@ -22,9 +22,9 @@ from .solver import solve_loaded, write_solutions
 class PipelineConfig:
     seed: int = 0
     refiner_steps: int = 300
-    classifier_steps: int = 2000  # on refined synthetic captchas
-    raw_view_steps: int = 1500  # second view for self-training, on raw synthetic captchas
-    selftrain_steps: int = 800  # fine-tuning steps per view and round, on synthetic + pseudo-labelled real
+    classifier_steps: int = 1500  # on refined synthetic captchas
+    raw_view_steps: int = 1200  # second view for self-training, on raw synthetic captchas
+    selftrain_steps: int = 700  # fine-tuning steps per view and round, on synthetic + pseudo-labelled real
     selftrain_rounds: int = 2  # pseudo-label -> fine-tune rounds; both views learn from each round but the last
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
     selftrain_fraction: float = 0.5  # share of each fine-tuning batch taken from pseudo-labelled real captchas

@@ -32,7 +32,7 @@ class SynthConfig:
     """How synthetic captchas are drawn. Defaults were matched by eye and by ink statistics to HackMIT 2017."""
 
     fonts: tuple[str, ...] = ()  # empty: the shipped fonts
-    font_size: tuple[int, int] = (20, 26)  # pixel size range, inclusive
+    font_size: tuple[int, int] = (21, 28)  # pixel size range, inclusive
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
     x_centers: tuple[float, ...] = (17.0, 43.0, 67.0, 88.0)  # mean centre of each character
     x_jitter: float = 7.0  # uniform +- pixels around the mean centre
@@ -40,15 +40,17 @@ class SynthConfig:
     stroke: tuple[int, int] = (1, 4)  # extra stroke in quarter pixels: the real font is heavier than any open bold
     ink: tuple[int, int] = (235, 255)  # character colour, a near-white grey level range
     jpeg_quality: tuple[int, int] = (45, 55)  # real HackMIT captchas are quality 50, 4:2:0
-    width_scale: tuple[float, float] = (0.8, 1.25)  # horizontal stretch: the real font's widths differ from each open font's
+    width_scale: tuple[float, float] = (0.9, 1.35)  # horizontal stretch: the real glyphs are ~10% wider than the fonts'
     # Glyph shapes no single open font has, fitted to the real captchas' most confused characters:
     char_fonts: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("g", ("GilliusADF", "OpenSans", "Karla", "Cabin")),  # the real g is two-storey
+        ("1", ("DejaVuSans", "LiberationSans")),  # the real 1 stands on a base bar (else it reads as z)
     )
     # (char, width range, height range) replacing width_scale for that char
     char_scale: tuple[tuple[str, tuple[float, float], tuple[float, float]], ...] = (
-        ("l", (1.1, 1.5), (0.8, 0.95)),  # the real l is a short thick bar, barely taller than the dotted i
+        ("l", (1.0, 1.4), (0.9, 1.05)),  # the real l is a plain thick bar, ~1.2x the stem of the dotted i
         ("i", (1.0, 1.4), (1.0, 1.0)),  # whose stem is as thick
+        ("0", (0.9, 1.3), (0.85, 0.95)),  # the real 0 is barely taller than the o (else it reads as o)
     )
     lines_on_top: bool = True  # the contest drew its noise lines after the text: they cross the characters
     open_four: float = 0.5  # share of 4s drawn with an open top (as the real font does) instead of from a font
