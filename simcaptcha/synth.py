@@ -53,8 +53,7 @@ class SynthConfig:
         ("0", (0.9, 1.3), (0.85, 0.95)),  # the real 0 is barely taller than the o (else it reads as o)
     )
     lines_on_top: bool = True  # the contest drew its noise lines after the text: they cross the characters
-    # share of these chars drawn from strokes (_stroke_glyph: an open-top 4, an i with a near dot) instead of a font
-    stroke_glyphs: tuple[tuple[str, float], ...] = (("4", 0.5), ("i", 0.5))
+    open_four: float = 0.5  # share of 4s drawn with an open top (as the real font does) instead of from a font
 
 
 @lru_cache(maxsize=None)
@@ -82,30 +81,18 @@ def _glyph(path: str, size: int, char: str, stroke: int = 0) -> Image.Image:
     return box.reduce(SUPERSAMPLE)
 
 
-@lru_cache(maxsize=512)
-def _stroke_glyph(char: str, size: int, stroke: int = 0) -> Image.Image:
-    """Shapes of the real font that no open font has, drawn as bold strokes scaled to a font's cap height.
-
-    "4": the slanted arm stops short of the stem (an open top). "i": a small dot barely clear of
-    the stem (the open fonts leave a wider gap, which JPEG keeps; the real one blurs shut).
-    """
+@lru_cache(maxsize=256)
+def _open_four(size: int, stroke: int = 0) -> Image.Image:
+    """A '4' whose slanted arm stops short of the stem (an open top), drawn as strokes at a font's cap height."""
     big = GLYPH_BOX * SUPERSAMPLE
     h = 0.72 * size * SUPERSAMPLE  # cap height of a typical sans
+    w = 0.75 * h
     width = round(0.19 * h + 2 * stroke)  # a bold stem, emboldened like the font glyphs
+    x0, y0 = (big - w) / 2, (big - h) / 2
     box = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(box)
-    if char == "4":
-        w = 0.75 * h
-        x0, y0 = (big - w) / 2, (big - h) / 2
-        draw.line([(x0 + 0.18 * w, y0), (x0, y0 + 0.66 * h), (x0 + w, y0 + 0.66 * h)], fill=255, width=width, joint="curve")
-        draw.line([(x0 + 0.74 * w, y0), (x0 + 0.74 * w, y0 + h)], fill=255, width=width)
-    elif char == "i":
-        dot, gap, stem = 0.75 * width, 0.07 * h, 0.75 * h
-        x0, y0 = big / 2, (big - (dot + gap + stem)) / 2
-        draw.rectangle([x0 - dot / 2, y0, x0 + dot / 2, y0 + dot], fill=255)
-        draw.rectangle([x0 - width / 2, y0 + dot + gap, x0 + width / 2, y0 + dot + gap + stem], fill=255)
-    else:
-        raise ValueError(f"no stroke drawing for {char!r}")
+    draw.line([(x0 + 0.18 * w, y0), (x0, y0 + 0.66 * h), (x0 + w, y0 + 0.66 * h)], fill=255, width=width, joint="curve")
+    draw.line([(x0 + 0.74 * w, y0), (x0 + 0.74 * w, y0 + h)], fill=255, width=width)
     return box.reduce(SUPERSAMPLE)
 
 
@@ -151,7 +138,6 @@ class Synthesizer:
         for char, names in config.char_fonts:
             chosen = [f for f in self.fonts if any(n.lower() in Path(f).name.lower() for n in names)]
             self.char_fonts[char] = chosen or self.fonts  # other fonts given: draw that char from all of them
-        self.stroke_share = dict(config.stroke_glyphs)
         self.char_scale = {char: (sx, sy) for char, sx, sy in config.char_scale}
 
     def warm_up(self) -> int:
@@ -164,10 +150,9 @@ class Synthesizer:
                     for char in ALPHABET:
                         _glyph(font, size, char, stroke)
                         count += 1
-        for char, _ in cfg.stroke_glyphs:
-            for size in range(cfg.font_size[0], cfg.font_size[1] + 1):
-                for stroke in range(cfg.stroke[0], cfg.stroke[1] + 1):
-                    _stroke_glyph(char, size, stroke)
+        for size in range(cfg.font_size[0], cfg.font_size[1] + 1):
+            for stroke in range(cfg.stroke[0], cfg.stroke[1] + 1):
+                _open_four(size, stroke)
         return count
 
     def random_text(self, rng: np.random.Generator) -> str:
@@ -185,8 +170,8 @@ class Synthesizer:
             stroke = int(rng.integers(cfg.stroke[0], cfg.stroke[1] + 1))
             sx_range, sy_range = self.char_scale.get(char, (cfg.width_scale, (1.0, 1.0)))
             sx, sy = rng.uniform(*sx_range), rng.uniform(*sy_range)
-            if char in self.stroke_share and rng.random() < self.stroke_share[char]:
-                glyph = _stroke_glyph(char, size, stroke)
+            if char == "4" and rng.random() < cfg.open_four:
+                glyph = _open_four(size, stroke)
             else:
                 glyph = _glyph(font, size, char, stroke)
             glyph = _place(glyph, angle, sx, sy)
