@@ -21,7 +21,8 @@ BACKGROUND_SAMPLE = 3000
 
 def whiteness(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 RGB -> (...) uint8: how close each pixel is to white."""
-    return rgb.min(axis=-1)
+    # Two elementwise minimums: numpy's min over a 3-long last axis is ~6x slower (solve speed).
+    return np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
@@ -29,7 +30,10 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.shape[-3:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
         raise ValueError(f"expected (..., {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) RGB, got {rgb.shape}")
-    return (whiteness(rgb).astype(np.float32)[..., None] / 127.5) - 1.0
+    x = whiteness(rgb).astype(np.float32)[..., None]
+    x /= 127.5  # in place: the same values as (x / 127.5) - 1 without two more full-size copies
+    x -= 1.0
+    return x
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
