@@ -12,7 +12,7 @@ from simcaptcha.solver import SolveResult, Solution, evaluate
 
 runner = CliRunner()
 
-SHIPPED_MODEL_FLOOR = 0.74  # challenge-14 captcha accuracy of simcaptcha/models, measured 76.2%
+SHIPPED_MODEL_FLOOR = 0.76  # challenge-14 captcha accuracy of simcaptcha/models, measured 78.9%
 
 
 def test_classifier_has_four_named_heads():
