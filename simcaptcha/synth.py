@@ -6,6 +6,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import product
 from importlib import resources
 from pathlib import Path
 
@@ -143,16 +144,14 @@ class Synthesizer:
     def warm_up(self) -> int:
         """Draw every glyph once (they are cached); returns how many. Rendering is fastest afterwards."""
         cfg = self.config
+        sizes = range(cfg.font_size[0], cfg.font_size[1] + 1)
+        strokes = range(cfg.stroke[0], cfg.stroke[1] + 1)
         count = 0
-        for font in self.fonts:
-            for size in range(cfg.font_size[0], cfg.font_size[1] + 1):
-                for stroke in range(cfg.stroke[0], cfg.stroke[1] + 1):
-                    for char in ALPHABET:
-                        _glyph(font, size, char, stroke)
-                        count += 1
-        for size in range(cfg.font_size[0], cfg.font_size[1] + 1):
-            for stroke in range(cfg.stroke[0], cfg.stroke[1] + 1):
-                _open_four(size, stroke)
+        for size, stroke in product(sizes, strokes):
+            _open_four(size, stroke)
+            for font, char in product(self.fonts, ALPHABET):
+                _glyph(font, size, char, stroke)
+                count += 1
         return count
 
     def random_text(self, rng: np.random.Generator) -> str:
