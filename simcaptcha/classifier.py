@@ -23,6 +23,7 @@ class ClassifierConfig:
     bottleneck: int = 32  # 1x1 conv channels the heads read
     dense: int = 128  # per head
     head_window: int = 6  # feature-map columns each head sees (of 12)
+    shared_head: bool = True  # one character reader (same weights) for all four windows; False: one head per position
     dropout: float = 0.3
     seed: int = 0
     mask: str | None = None  # background PNG for the synthesizer
@@ -33,14 +34,17 @@ class ClassifierConfig:
     val_size: int = 512
 
 
-def head_windows(width: int, window: int) -> list[tuple[int, int]]:
-    """Column ranges of a feature map of `width` columns, one per character, centred on where it is drawn."""
+def head_windows(width: int, window: int, pad: int = 0) -> list[tuple[int, int]]:
+    """Column ranges of a feature map of `width` columns, one per character, centred on where it is drawn.
+
+    pad: columns of zeros added on each side; windows then stay centred instead of being clamped.
+    """
     from .synth import SynthConfig
 
     spans = []
     for cx in SynthConfig().x_centers:
-        c = int(round(cx / IMAGE_WIDTH * width))
-        lo = min(max(0, c - window // 2), width - window)
+        lo = int(round(cx / IMAGE_WIDTH * width)) + pad - window // 2
+        lo = min(max(0, lo), width + 2 * pad - window)
         spans.append((lo, lo + window))
     return spans
 
@@ -70,6 +74,19 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
     x = layers.ReLU(name="relu_bottleneck")(x)
     width = x.shape[2]
     outputs = []
+    if cfg.shared_head:
+        # Centred windows over a zero-padded map, read by one head: every position learns from
+        # all four characters, and a glyph reads the same wherever it stands.
+        pad = cfg.head_window // 2
+        x = layers.ZeroPadding2D(((0, 0), (pad, pad)), name="pad_windows")(x)
+        features = layers.Dense(cfg.dense, activation="relu", name="features")
+        logits = layers.Dense(NUM_CLASSES, name="logits")
+        for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window, pad)):
+            h = layers.Cropping2D(((0, 0), (lo, width + 2 * pad - hi)), name=f"window_{i}")(x)
+            h = layers.Flatten(name=f"flatten_{i}")(h)
+            h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
+            outputs.append(layers.Softmax(name=f"char_{i}")(logits(features(h))))
+        return keras.Model(inputs, outputs, name="classifier")
     for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window)):
         h = layers.Cropping2D(((0, 0), (lo, width - hi)), name=f"window_{i}")(x)
         h = layers.Flatten(name=f"flatten_{i}")(h)

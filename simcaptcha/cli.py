@@ -272,6 +272,10 @@ def train(
     eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="JSON name -> text for --eval-real; never used for training."),
     eval_every: int = typer.Option(CLASSIFIER_DEFAULTS.eval_every, min=1, help="Validate every this many steps."),
     font: Optional[List[Path]] = typer.Option(None, "--font", help="TrueType font to draw with (repeatable)."),
+    shared_head: bool = typer.Option(
+        CLASSIFIER_DEFAULTS.shared_head, "--shared-head/--per-position-heads",
+        help="One character reader shared by the four character windows, or one head per position (the first design).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
     """Train the four-head classifier on a stream of (refined) synthetic captchas.
@@ -289,7 +293,7 @@ def train(
     cfg = ClassifierConfig(
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, eval_every=eval_every,
         mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
-        refiner=str(refiner_path) if refiner_path else None,
+        refiner=str(refiner_path) if refiner_path else None, shared_head=shared_head,
     )
     metrics = train_classifier(cfg, out, resume=resume, real_eval=real_eval, log=typer.echo)
     typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

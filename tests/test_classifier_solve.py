@@ -27,6 +27,20 @@ def test_head_windows_follow_character_places():
     windows = head_windows(12, 6)
     assert windows[0][0] == 0 and windows[-1][1] == 12
     assert [lo for lo, _ in windows] == sorted(lo for lo, _ in windows)
+    padded = head_windows(12, 6, pad=3)  # centred: every character sits at the same column of its window
+    assert [lo for lo, _ in padded] == [round(cx / 100 * 12) for cx in (17, 43, 67, 88)]
+
+
+def test_shared_head_reads_every_window_with_the_same_weights():
+    model = build_classifier(ClassifierConfig(filters=(4, 8), dense=8, shared_head=True))
+    assert model.output_names == ["char_0", "char_1", "char_2", "char_3"]
+    assert len([l for l in model.layers if l.name.startswith("features")]) == 1
+    separate = build_classifier(ClassifierConfig(filters=(4, 8), dense=8, shared_head=False))
+    assert model.count_params() < separate.count_params()
+    x = np.zeros((1, 50, 100, 1), np.float32)
+    x[:, 10:40, 10:24] = 1.0  # a glyph-sized blob at the first character's place only
+    out = [np.asarray(o) for o in model(x)]
+    assert not np.allclose(out[0], out[1])  # the windows read different columns
 
 
 def test_decode_and_accuracy():
