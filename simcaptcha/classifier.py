@@ -21,7 +21,7 @@ class ClassifierConfig:
     filters: tuple[int, ...] = (16, 32, 64, 128)  # one 3x3 conv block each; all but the last halve the size
     stem_stride: int = 2  # the first conv halves the size itself: full-resolution maps cost the most time
     bottleneck: int = 32  # 1x1 conv channels the heads read
-    dense: int = 128  # per head
+    dense: int = 128  # hidden units of each head (of the one shared reader with shared_head)
     head_window: int = 6  # feature-map columns each head sees (of 12)
     shared_head: bool = True  # one character reader (same weights) for all four windows; False: one head per position
     dropout: float = 0.3
@@ -73,7 +73,7 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
     x = layers.BatchNormalization(name="bn_bottleneck")(x)
     x = layers.ReLU(name="relu_bottleneck")(x)
     width = x.shape[2]
-    outputs = []
+    pad = 0
     if cfg.shared_head:
         # Centred windows over a zero-padded map, read by one head: every position learns from
         # all four characters, and a glyph reads the same wherever it stands.
@@ -81,18 +81,16 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
         x = layers.ZeroPadding2D(((0, 0), (pad, pad)), name="pad_windows")(x)
         features = layers.Dense(cfg.dense, activation="relu", name="features")
         logits = layers.Dense(NUM_CLASSES, name="logits")
-        for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window, pad)):
-            h = layers.Cropping2D(((0, 0), (lo, width + 2 * pad - hi)), name=f"window_{i}")(x)
-            h = layers.Flatten(name=f"flatten_{i}")(h)
-            h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
-            outputs.append(layers.Softmax(name=f"char_{i}")(logits(features(h))))
-        return keras.Model(inputs, outputs, name="classifier")
-    for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window)):
-        h = layers.Cropping2D(((0, 0), (lo, width - hi)), name=f"window_{i}")(x)
+    outputs = []
+    for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window, pad)):
+        h = layers.Cropping2D(((0, 0), (lo, width + 2 * pad - hi)), name=f"window_{i}")(x)
         h = layers.Flatten(name=f"flatten_{i}")(h)
         h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
-        h = layers.Dense(cfg.dense, activation="relu", name=f"features_{i}")(h)
-        outputs.append(layers.Dense(NUM_CLASSES, activation="softmax", name=f"char_{i}")(h))
+        if cfg.shared_head:
+            outputs.append(layers.Softmax(name=f"char_{i}")(logits(features(h))))
+        else:
+            h = layers.Dense(cfg.dense, activation="relu", name=f"features_{i}")(h)
+            outputs.append(layers.Dense(NUM_CLASSES, activation="softmax", name=f"char_{i}")(h))
     return keras.Model(inputs, outputs, name="classifier")
 
 

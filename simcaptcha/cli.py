@@ -274,7 +274,7 @@ def train(
     font: Optional[List[Path]] = typer.Option(None, "--font", help="TrueType font to draw with (repeatable)."),
     shared_head: bool = typer.Option(
         CLASSIFIER_DEFAULTS.shared_head, "--shared-head/--per-position-heads",
-        help="One character reader shared by the four character windows, or one head per position (the first design).",
+        help="One character reader shared by the four character windows, or a separate head for each position.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
