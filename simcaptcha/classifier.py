@@ -94,6 +94,28 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
     return keras.Model(inputs, outputs, name="classifier")
 
 
+def average_classifiers(models, name: str = "ensemble"):
+    """One plain Keras model whose heads char_0..char_3 average the given classifiers' probabilities.
+
+    Classifiers trained on different data (refined vs raw synthetic) make different mistakes;
+    averaging their probabilities is right more often than either alone.
+    """
+    import keras
+    from keras import layers
+
+    if not models:
+        raise ValueError("average_classifiers needs at least one model")
+    inputs = keras.Input((IMAGE_HEIGHT, IMAGE_WIDTH, 1), name="image")
+    # Re-wrap each member under its own name: nested models must not share one.
+    members = [keras.Model(m.inputs, m.outputs, name=f"member_{i}") for i, m in enumerate(models)]
+    heads = [member(inputs) for member in members]
+    if len(models) == 1:
+        outputs = [layers.Identity(name=f"char_{i}")(heads[0][i]) for i in range(CAPTCHA_LENGTH)]
+    else:
+        outputs = [layers.Average(name=f"char_{i}")([h[i] for h in heads]) for i in range(CAPTCHA_LENGTH)]
+    return keras.Model(inputs, outputs, name=name)
+
+
 def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Preprocessed images -> (N, 4, 36) probabilities."""
     import tensorflow as tf

@@ -300,6 +300,29 @@ def train(
 
 
 @app.command()
+def ensemble(
+    models: List[Path] = typer.Argument(..., help="Classifier models (.keras files or folders holding classifier.keras) to average."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder to write classifier.keras into (or a .keras path)."),
+):
+    """Average several classifiers' probabilities in one model, for `simcaptcha solve --model`.
+
+    Example: simcaptcha ensemble runs/p/selftrain_16_a runs/p/selftrain_16_b -o runs/p/model
+    """
+    from .classifier import average_classifiers
+    from .runs import save_model_atomic
+    from .solver import load_classifier
+
+    try:
+        loaded = [load_classifier(m) for m in models]
+    except InputError as exc:
+        fail(str(exc))
+    path = out if out.suffix == ".keras" else out / "classifier.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model_atomic(average_classifiers(loaded), path)
+    typer.echo(f"wrote {path}: the average of {len(loaded)} classifiers")
+
+
+@app.command()
 def solve(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(Path("solutions.json"), "-o", "--out", help="Contest body to write; confidences go to <out>.confidence.json."),
@@ -376,6 +399,10 @@ def pipeline(
     threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Probability both views need to keep a pseudo-labelled character."),
     min_pseudo_labels: int = typer.Option(PIPELINE_DEFAULTS.min_pseudo_labels, min=1, help="Fewest pseudo-labelled captchas a self-training round needs; with fewer it is skipped."),
     balance: bool = typer.Option(PIPELINE_DEFAULTS.balance_classes, "--balance/--no-balance", help="Reweight each view's class probabilities so its picks on the real captchas are uniform over the alphabet before pseudo-labelling."),
+    average_views: bool = typer.Option(
+        PIPELINE_DEFAULTS.average_views, "--average-views/--refined-view-only",
+        help="Final model: the average of both views' probabilities (the refined-synthetic and the raw-synthetic classifier), or the refined view alone.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
     """Everything from raw challenge files to solutions.json: mask, refine-train, train, self-train, solve.
@@ -391,7 +418,7 @@ def pipeline(
     labels = json.loads(eval_labels.read_text()) if real_eval else None
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold,
-                         min_pseudo_labels=min_pseudo_labels, balance_classes=balance)
+                         min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views)
     report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from .alphabet import ALPHABET
 from .challenges import InputError, LoadResult, write_json_atomic
-from .classifier import ClassifierConfig, RealEval, predict_probs, train_classifier
+from .classifier import ClassifierConfig, RealEval, accuracy, average_classifiers, decode_probs, predict_probs, train_classifier
+from .runs import save_model_atomic
 from .preprocess import BACKGROUND_SAMPLE, estimate_background, preprocess, save_background
 from .simgan import SimGANConfig, train_refiner
 from .solver import solve_loaded, write_solutions
@@ -31,6 +32,7 @@ class PipelineConfig:
     selftrain_learning_rate: float = 5e-4
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
     balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling
+    average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
 
 
 def stage_names(cfg: PipelineConfig) -> list[str]:
@@ -161,11 +163,21 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
 
     final_dir = out / "model"
     final_dir.mkdir(exist_ok=True)
-    shutil.copyfile(view_paths["a"], final_dir / "classifier.keras")
+    if cfg.average_views:
+        # The raw view's latest model is a round older when the last round trains only the refined view.
+        views = [keras.models.load_model(view_paths[k], compile=False) for k in ("a", "b")]
+        model = average_classifiers(views)
+        save_model_atomic(model, final_dir / "classifier.keras")
+    else:
+        shutil.copyfile(view_paths["a"], final_dir / "classifier.keras")
+        model = keras.models.load_model(final_dir / "classifier.keras", compile=False)
     shutil.copyfile(refiner_path, final_dir / "refiner.keras")
     shutil.copyfile(mask_path, final_dir / "mask.png")
+    if real_eval is not None:
+        pred, _ = decode_probs(predict_probs(model, real_eval.x))
+        captcha_acc, char_acc = accuracy(pred, real_eval.texts)
+        report["final"] = {"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc, "averaged_views": cfg.average_views}
 
-    model = keras.models.load_model(final_dir / "classifier.keras", compile=False)
     start = time.perf_counter()
     result = solve_loaded(loaded, model)
     solve_seconds = time.perf_counter() - start

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simcaptcha.classifier import ClassifierConfig, accuracy, build_classifier, decode_probs, head_windows
+from simcaptcha.classifier import ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, head_windows, predict_probs
 from simcaptcha.cli import app
 from simcaptcha.solver import SolveResult, Solution, evaluate
 
@@ -41,6 +41,17 @@ def test_shared_head_reads_every_window_with_the_same_weights():
     x[:, 10:40, 10:24] = 1.0  # a glyph-sized blob at the first character's place only
     out = [np.asarray(o) for o in model(x)]
     assert not np.allclose(out[0], out[1])  # the windows read different columns
+
+
+def test_average_classifiers_averages_each_head():
+    small = ClassifierConfig(filters=(4, 8), dense=8)
+    a, b = build_classifier(small), build_classifier(ClassifierConfig(filters=(4, 8), dense=8, seed=1))
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 50, 100, 1)).astype(np.float32)
+    pa, pb = predict_probs(a, x), predict_probs(b, x)
+    assert not np.allclose(pa, pb)
+    both = average_classifiers([a, b])
+    assert both.output_names == ["char_0", "char_1", "char_2", "char_3"]
+    np.testing.assert_allclose(predict_probs(both, x), (pa + pb) / 2, atol=1e-6)
 
 
 def test_decode_and_accuracy():
@@ -109,6 +120,22 @@ def test_solve_and_evaluate(tmp_path, tiny_model, challenge_dir):
     result = runner.invoke(app, ["evaluate", str(out), "--labels", str(challenge_dir.parent / "labels.json")])
     assert result.exit_code == 0, result.output
     assert "captcha accuracy" in result.output and "per position" in result.output
+
+
+def test_ensemble_command_builds_a_model_solve_reads(tmp_path, tiny_model, challenge_dir):
+    out = tmp_path / "ensemble"
+    r = runner.invoke(app, ["ensemble", str(tiny_model), str(tiny_model / "classifier.keras"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "average of 2 classifiers" in r.output
+    r = runner.invoke(app, ["solve", str(challenge_dir), "-o", str(tmp_path / "s.json"), "--model", str(out)])
+    assert r.exit_code == 0, r.output
+    single = runner.invoke(app, ["solve", str(challenge_dir), "-o", str(tmp_path / "one.json"), "--model", str(tiny_model)])
+    assert single.exit_code == 0, single.output
+    # the average of a model with itself answers exactly as the model does
+    assert json.loads((tmp_path / "s.json").read_text()) == json.loads((tmp_path / "one.json").read_text())
+    r = runner.invoke(app, ["ensemble", str(tiny_model), str(tmp_path / "missing"), "-o", str(tmp_path / "bad")])
+    assert r.exit_code != 0 and "missing: no classifier model" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "bad").exists()
 
 
 def test_solve_errors(tmp_path, challenge_dir):

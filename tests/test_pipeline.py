@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 from typer.testing import CliRunner
 
@@ -87,6 +88,9 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
         assert (out / f).is_file(), f
     assert len(json.loads((out / "solutions.json").read_text())["solutions"]) == 40
     assert set(report["stage_seconds"]) >= {"mask", "refine-train", "solve"}
+    # the final model averages both views, and is scored on the held-out captchas
+    assert report["final"]["averaged_views"] is True and 0 <= report["final"]["val/real_captcha_acc"] <= 1
+    assert {"member_0", "member_1"} <= {layer.name for layer in keras.models.load_model(out / "model/classifier.keras", compile=False).layers}
 
     # resume adds a round to the finished run without training the earlier stages again
     result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--resume"])
