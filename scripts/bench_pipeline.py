@@ -32,6 +32,9 @@ def table(report: dict) -> str:
         "| classifier | captcha acc. (challenge-14) | char acc. | training time |",
         "| --- | --- | --- | --- |",
     ]
+    if "final" in report:
+        views = "both views averaged" if report["final"].get("averaged_views") else "refined view"
+        rows.append((f"final model ({views})", report["final"], rows[-1][2]))
     for name, m, t in rows:
         lines.append(f"| {name} | {m['val/real_captcha_acc']:.1%} | {m['val/real_char_acc']:.1%} | {t / 60:.1f} min |")
     lines.append("")
