@@ -55,7 +55,6 @@ class SynthConfig:
     )
     lines_on_top: bool = True  # the contest drew its noise lines after the text: they cross the characters
     open_four: float = 0.5  # share of 4s drawn with an open top (as the real font does) instead of from a font
-    hard_edges: bool = False  # threshold the placed glyph's coverage at half: the real text has no anti-aliasing
 
 
 @lru_cache(maxsize=None)
@@ -63,7 +62,6 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
-HARD_EDGE_LUT = [0] * 128 + [255] * 128  # coverage below half -> background, else ink
 SUPERSAMPLE = 4  # glyphs are drawn this many times larger, then box-filtered down
 
 
@@ -176,8 +174,6 @@ class Synthesizer:
             else:
                 glyph = _glyph(font, size, char, stroke)
             glyph = _place(glyph, angle, sx, sy)
-            if cfg.hard_edges:
-                glyph = glyph.point(HARD_EDGE_LUT)
             cx = cfg.x_centers[i] + rng.uniform(-cfg.x_jitter, cfg.x_jitter)
             cy = rng.uniform(*cfg.y_range)
             ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
