@@ -161,6 +161,12 @@ def accuracy(pred: list[str], truth: list[str]) -> tuple[float, float]:
     return float(whole), float(chars)
 
 
+def score(model, x: np.ndarray, texts: list[str]) -> tuple[float, float]:
+    """(captcha accuracy, character accuracy) of the model's readings of preprocessed images."""
+    pred, _ = decode_probs(predict_probs(model, x))
+    return accuracy(pred, texts)
+
+
 @dataclass
 class RealEval:
     """Real captchas with labels, for evaluation only: never fed to training."""
@@ -260,11 +266,9 @@ def train_classifier(
 
     def evaluate(step):
         metrics = {}
-        pred, _ = decode_probs(predict_probs(model, val_x))
-        metrics["val/synthetic_captcha_acc"], metrics["val/synthetic_char_acc"] = accuracy(pred, val_texts)
+        metrics["val/synthetic_captcha_acc"], metrics["val/synthetic_char_acc"] = score(model, val_x, val_texts)
         if real_eval is not None:
-            pred, _ = decode_probs(predict_probs(model, real_eval.x))
-            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = accuracy(pred, real_eval.texts)
+            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(model, real_eval.x, real_eval.texts)
         run.log_scalars(step, metrics)
         return metrics
 

@@ -12,9 +12,9 @@ import numpy as np
 
 from .alphabet import ALPHABET
 from .challenges import InputError, LoadResult, write_json_atomic
-from .classifier import ClassifierConfig, RealEval, accuracy, average_classifiers, decode_probs, predict_probs, train_classifier
-from .runs import save_model_atomic
+from .classifier import ClassifierConfig, RealEval, average_classifiers, predict_probs, score, train_classifier
 from .preprocess import BACKGROUND_SAMPLE, estimate_background, preprocess, save_background
+from .runs import save_model_atomic
 from .simgan import SimGANConfig, train_refiner
 from .solver import solve_loaded, write_solutions
 
@@ -174,8 +174,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     shutil.copyfile(refiner_path, final_dir / "refiner.keras")
     shutil.copyfile(mask_path, final_dir / "mask.png")
     if real_eval is not None:
-        pred, _ = decode_probs(predict_probs(model, real_eval.x))
-        captcha_acc, char_acc = accuracy(pred, real_eval.texts)
+        captcha_acc, char_acc = score(model, real_eval.x, real_eval.texts)
         report["final"] = {"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc, "averaged_views": cfg.average_views}
 
     start = time.perf_counter()
