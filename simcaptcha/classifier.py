@@ -32,6 +32,7 @@ class ClassifierConfig:
     eval_every: int = 500
     checkpoint_every: int = 250
     val_size: int = 512
+    extra_shift: int = 0  # pseudo-labelled real captchas move by up to this many pixels each way, per batch
 
 
 def head_windows(width: int, window: int, pad: int = 0) -> list[tuple[int, int]]:
@@ -193,6 +194,20 @@ def load_real_eval(paths, labels_path) -> RealEval:
     return RealEval(x, [labels[c.name] for c in kept], [c.name for c in kept])
 
 
+def shift_randomly(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, H, W, C) images each moved by up to max_shift pixels along both axes; the edge pixels fill in.
+
+    Real captchas are few and seen again every round: moving them keeps the classifier from
+    learning each one (and its wrong pseudo-labels) by heart.
+    """
+    if max_shift <= 0:
+        return x
+    n, h, w = x.shape[:3]
+    padded = np.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * max_shift + 1, (2, n))
+    return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
 def train_classifier(
     cfg: ClassifierConfig,
     out_dir,
@@ -281,7 +296,7 @@ def train_classifier(
             x = refine(x)
         if n_extra:
             pick = rng.integers(0, len(extra_data[0]), n_extra)
-            x = tf.concat([x, extra_data[0][pick]], 0)
+            x = tf.concat([x, shift_randomly(extra_data[0][pick], cfg.extra_shift, rng)], 0)
             y = tf.concat([y, extra_data[1][pick].astype(np.int32)], 0)
         loss = float(train_step(x, y))
         loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss

@@ -30,6 +30,7 @@ class PipelineConfig:
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
     selftrain_fraction: float = 0.5  # share of each fine-tuning batch taken from pseudo-labelled real captchas
     selftrain_learning_rate: float = 5e-4
+    selftrain_shift: int = 0  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
     balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling
     average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
@@ -150,7 +151,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
             stage_done(f"self-train {r + 1}")
             continue
         for k, run_dir in run_dirs.items():
-            st_cfg = replace(view_cfgs[k], steps=cfg.selftrain_steps, learning_rate=cfg.selftrain_learning_rate, seed=cfg.seed + 10 * (r + 1) + (k == "b"))
+            st_cfg = replace(view_cfgs[k], steps=cfg.selftrain_steps, learning_rate=cfg.selftrain_learning_rate, extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"))
             info[f"view_{k}"] = classifier_stage(
                 st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction, init_model=str(view_paths[k]),
             )

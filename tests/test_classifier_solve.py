@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simcaptcha.classifier import ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, head_windows, predict_probs
+from simcaptcha.classifier import ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, head_windows, predict_probs, shift_randomly
 from simcaptcha.cli import app
 from simcaptcha.solver import SolveResult, Solution, evaluate
 
@@ -52,6 +52,22 @@ def test_average_classifiers_averages_each_head():
     both = average_classifiers([a, b])
     assert both.output_names == ["char_0", "char_1", "char_2", "char_3"]
     np.testing.assert_allclose(predict_probs(both, x), (pa + pb) / 2, atol=1e-6)
+
+
+def test_shift_randomly_moves_each_image_within_range():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 12, 20, 1)).astype(np.float32)
+    assert shift_randomly(x, 0, rng) is x
+    moved = shift_randomly(x, 2, rng)
+    assert moved.shape == x.shape
+    offsets = set()
+    for a, b in zip(x, moved):
+        # the interior of the moved image is the original, displaced by one (dy, dx) in [-2, 2]
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if np.array_equal(b[2:-2, 2:-2], a[2 - dy:10 - dy, 2 - dx:18 - dx])]
+        assert len(found) == 1
+        offsets.add(found[0])
+    assert len(offsets) > 10  # not one shift for the whole batch
 
 
 def test_decode_and_accuracy():
