@@ -30,7 +30,7 @@ class PipelineConfig:
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
     selftrain_fraction: float = 0.5  # share of each fine-tuning batch taken from pseudo-labelled real captchas
     selftrain_learning_rate: float = 5e-4
-    selftrain_shift: int = 0  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
+    selftrain_shift: int = 2  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
     balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling
     average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
