@@ -29,8 +29,9 @@ def whiteness(rgb: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
 
 
-# ITU-R BT.601 luma weights, as JPEG uses; halved and scaled so that preprocess adds in place.
-_HALF_LUMA = np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+# ITU-R BT.601 luma weights, as JPEG uses, over 255: the mean (luma + whiteness) / 2 scaled
+# from [0, 255] to [-1, 1] is (luma + whiteness) / 255 - 1, which preprocess adds up in place.
+_LUMA_OVER_255 = np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
@@ -41,7 +42,7 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.shape[-3:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
         raise ValueError(f"expected (..., {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) RGB, got {rgb.shape}")
-    x = rgb @ _HALF_LUMA  # luma / 255, float32
+    x = rgb @ _LUMA_OVER_255  # luma / 255, float32
     x += whiteness(rgb) * np.float32(1 / 255.0)  # in place: no more full-size copies than needed
     x -= 1.0
     return x[..., None]
