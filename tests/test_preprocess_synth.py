@@ -150,3 +150,14 @@ def test_noise_lines_cross_the_characters():
 
     # drawn after the text, a line stays pink where a white character crosses it; drawn before, the ink covers it
     assert white_on_lines(True) < 0.01 < white_on_lines(False)
+
+
+def test_after_warm_up_rendering_draws_no_new_glyph():
+    # Every glyph stays cached: a stream that keeps redrawing evicted glyphs renders far slower.
+    from simcaptcha.synth import _glyph
+
+    synth = Synthesizer()
+    synth.warm_up()
+    misses = _glyph.cache_info().misses
+    synth.render_batch(64, seed=3)
+    assert _glyph.cache_info().misses == misses
