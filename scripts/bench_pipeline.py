@@ -3,7 +3,7 @@
 Trains on challenge-0..13 only (unlabelled), holds challenge-14 out of all training, and scores
 synthetic-only, refined, and refined + self-training classifiers on its 1,000 labels.
 
-    python scripts/bench_pipeline.py -o runs/bench            # runs the pipeline (19.7 and 18.5 min in two runs here)
+    python scripts/bench_pipeline.py -o runs/bench            # runs the pipeline (20.1 and 18.7 min in two runs here)
     python scripts/bench_pipeline.py -o runs/bench --report   # prints the table of a finished run
 """
 

@@ -54,6 +54,10 @@ class SynthConfig:
         ("0", (0.9, 1.3), (0.85, 0.95)),  # the real 0 is barely taller than the o (else it reads as o)
     )
     lines_on_top: bool = True  # the contest drew its noise lines after the text: they cross the characters
+    # Grey level the lines are redrawn in (None: the background's line colour). The real lines are
+    # white: JPEG's half-resolution colour tints them with the stripes', but across a character they
+    # stay white, where the tinted colour of the background would cut a dark seam.
+    line_ink: int | None = 250
     open_four: float = 0.5  # share of 4s drawn with an open top (as the real font does) instead of from a font
 
 
@@ -181,7 +185,8 @@ class Synthesizer:
             ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
             canvas.paste((ink, ink, ink), (round(cx - GLYPH_BOX / 2), round(cy - GLYPH_BOX / 2)), glyph)
         if self.lines is not None:
-            canvas.paste(self.background, (0, 0), self.lines)
+            ink = self.background if cfg.line_ink is None else (cfg.line_ink,) * 3
+            canvas.paste(ink, (0, 0), self.lines)
         out = io.BytesIO()
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
         canvas.save(out, "JPEG", quality=quality, subsampling=2)

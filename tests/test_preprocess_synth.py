@@ -145,11 +145,28 @@ def test_noise_lines_cross_the_characters():
     assert lines.sum() > 500
 
     def white_on_lines(on_top):
-        images, _ = Synthesizer(bg, SynthConfig(lines_on_top=on_top)).render_batch(40, seed=6)
+        images, _ = Synthesizer(bg, SynthConfig(lines_on_top=on_top, line_ink=None)).render_batch(40, seed=6)
         return (images.min(-1)[:, lines] > 240).mean()
 
     # drawn after the text, a line stays pink where a white character crosses it; drawn before, the ink covers it
     assert white_on_lines(True) < 0.01 < white_on_lines(False)
+
+
+def test_noise_lines_are_redrawn_in_line_ink():
+    from simcaptcha.preprocess import whiteness
+    from simcaptcha.synth import striped_background
+
+    bg = striped_background(np.random.default_rng(3))
+    bg[10:12, 5:95] = (255, 255, 170)  # a horizontal line, tinted yellow by a stripe as JPEG does
+    lines = line_mask(bg)
+
+    def line_whiteness(line_ink):
+        images, _ = Synthesizer(bg, SynthConfig(line_ink=line_ink)).render_batch(20, seed=6)
+        return np.median(whiteness(images)[:, lines])
+
+    # redrawn near-white, a line crossing a character leaves no darker seam in it
+    tinted, white = line_whiteness(None), line_whiteness(250)
+    assert white > 230 and white - tinted > 20
 
 
 def test_after_warm_up_rendering_draws_no_new_glyph():
