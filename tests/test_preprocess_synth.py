@@ -164,7 +164,7 @@ def test_noise_lines_are_redrawn_in_line_ink():
         images, _ = Synthesizer(bg, SynthConfig(line_ink=line_ink)).render_batch(20, seed=6)
         return np.median(whiteness(images)[:, lines])
 
-    # redrawn near-white, a line crossing a character leaves no darker seam in it
+    # redrawn near-white wherever it runs, a line leaves no darker seam in a character it crosses
     tinted, white = line_whiteness(None), line_whiteness(250)
     assert white > 230 and white - tinted > 20
 
