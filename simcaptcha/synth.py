@@ -185,8 +185,8 @@ class Synthesizer:
             ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
             canvas.paste((ink, ink, ink), (round(cx - GLYPH_BOX / 2), round(cy - GLYPH_BOX / 2)), glyph)
         if self.lines is not None:
-            ink = self.background if cfg.line_ink is None else (cfg.line_ink,) * 3
-            canvas.paste(ink, (0, 0), self.lines)
+            line_colour = self.background if cfg.line_ink is None else (cfg.line_ink,) * 3
+            canvas.paste(line_colour, (0, 0), self.lines)
         out = io.BytesIO()
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
         canvas.save(out, "JPEG", quality=quality, subsampling=2)
