@@ -70,10 +70,16 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     started = time.time()
     clock = [started]
 
-    def stage_done(name, kept=False):
+    def stage_done(name, kept=False, partly_kept=False):
+        """kept: the stage was skipped, so it keeps the earlier run's time; partly_kept: both runs' times add up."""
         now = time.time()
         earlier = previous.get("stage_seconds", {}).get(name)
-        report["stage_seconds"][name] = earlier if kept and earlier is not None else round(now - clock[0], 1)
+        seconds = round(now - clock[0], 1)
+        if earlier is not None and kept:
+            seconds = earlier
+        elif earlier is not None and partly_kept:
+            seconds = round(earlier + seconds, 1)
+        report["stage_seconds"][name] = seconds
         clock[0] = now
         stages.update(1)
         stages.set_postfix(last=name)
@@ -128,6 +134,8 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
             view_paths.update({k: d / "classifier.keras" for k, d in run_dirs.items()})
             stage_done(f"self-train {r + 1}", kept=True)
             continue
+        # The last round of an earlier run trained only the refined view; resuming trains the raw one too.
+        partly_kept = r < len(previous_rounds) and any(is_done(d) for d in run_dirs.values())
         views = {k: keras.models.load_model(p, compile=False) for k, p in view_paths.items()}
         probs = {k: predict_probs(v, real_x) for k, v in views.items()}
         weights = {k: class_balance_weights(p) if cfg.balance_classes else np.ones(p.shape[-1]) for k, p in probs.items()}
@@ -157,7 +165,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
             )
             view_paths[k] = run_dir / "classifier.keras"
         report["rounds"].append(info)
-        stage_done(f"self-train {r + 1}")
+        stage_done(f"self-train {r + 1}", partly_kept=partly_kept)
     report["pseudo_labels"] = report["rounds"][0] if report["rounds"] else {}
     if report["rounds"] and "view_a" in report["rounds"][-1]:
         report["selftrained"] = report["rounds"][-1]["view_a"]

@@ -93,6 +93,8 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert {"member_0", "member_1"} <= {layer.name for layer in keras.models.load_model(out / "model/classifier.keras", compile=False).layers}
 
     # resume adds a round to the finished run without training the earlier stages again
+    report["stage_seconds"]["self-train 2"] = 1000.0  # marks the earlier run's time of the round resumed below
+    (out / "report.json").write_text(json.dumps(report))
     result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--resume"])
     assert result.exit_code == 0, result.output
     assert "classifier_refined: done before, kept" in result.output
@@ -103,4 +105,6 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     for stage in ["refine-train", "train (refined)", "train (raw view)", "self-train 1"]:
         assert resumed["stage_seconds"][stage] == report["stage_seconds"][stage]
     assert resumed["rounds"][0] == report["rounds"][0]
+    # round 2 trained its refined view in the first run and its raw view now: both times count
+    assert resumed["stage_seconds"]["self-train 2"] > 1000.0
     assert resumed["seconds_this_run"] <= resumed["total_seconds"]
