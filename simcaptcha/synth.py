@@ -35,9 +35,18 @@ class SynthConfig:
     fonts: tuple[str, ...] = ()  # empty: the shipped fonts
     font_size: tuple[int, int] = (21, 28)  # pixel size range, inclusive
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
-    x_centers: tuple[float, ...] = (17.0, 43.0, 67.0, 88.0)  # mean centre of each character
+    x_centers: tuple[float, ...] = (17.0, 43.0, 67.0, 88.0)  # mean centre of each character (of a mid-width one)
     x_jitter: float = 7.0  # uniform +- pixels around the mean centre
-    y_range: tuple[float, float] = (14.0, 40.0)  # vertical centre, uniform
+    y_range: tuple[float, float] = (14.0, 40.0)  # vertical centre, uniform (anchored=False)
+    # The contest drew text as PIL does, from a left edge and on a baseline, not from a centre: on
+    # real captchas the first character's left edge is the same for narrow and wide glyphs (10.9
+    # and 10.1 px on average) and its bottom the same for short and tall ones (36.2, 35.9 px).
+    # anchored=True does the same: a glyph's left ink edge starts where a mid-width glyph's would
+    # (x_centers - mid_width / 2), so wide glyphs reach right and narrow ones sit left, and it
+    # stands on a baseline drawn from baseline_range, so short letters sit low, descenders below.
+    anchored: bool = True
+    mid_width: float = 18.0  # mean ink width of a placed glyph (turned and stretched), px
+    baseline_range: tuple[float, float] = (27.5, 46.5)  # baseline row, uniform (anchored=True)
     stroke: tuple[int, int] = (1, 4)  # extra stroke in quarter pixels: the real font is heavier than any open bold
     ink: tuple[int, int] = (235, 255)  # character colour, a near-white grey level range
     jpeg_quality: tuple[int, int] = (45, 55)  # real HackMIT captchas are quality 50, 4:2:0
@@ -86,6 +95,15 @@ def _glyph(path: str, size: int, char: str, stroke: int = 0) -> Image.Image:
     xy = ((big - (r - l)) / 2 - l, (big - (b - t)) / 2 - t)
     draw.text(xy, char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
     return box.reduce(SUPERSAMPLE)
+
+
+@lru_cache(maxsize=None)
+def _baseline_below_centre(path: str, size: int, char: str, stroke: int = 0) -> float:
+    """How far (px) the baseline lies below the centre of a `_glyph`'s ink (more for descenders)."""
+    font = _font(path, size * SUPERSAMPLE)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    _, top, _, bottom = probe.textbbox((0, 0), char, font=font, anchor="ls", stroke_width=stroke)
+    return -(top + bottom) / 2 / SUPERSAMPLE
 
 
 @lru_cache(maxsize=256)
@@ -157,6 +175,7 @@ class Synthesizer:
             _open_four(size, stroke)
             for font, char in product(self.fonts, ALPHABET):
                 _glyph(font, size, char, stroke)
+                _baseline_below_centre(font, size, char, stroke)
                 count += 1
         return count
 
@@ -177,13 +196,23 @@ class Synthesizer:
             sx, sy = rng.uniform(*sx_range), rng.uniform(*sy_range)
             if char == "4" and rng.random() < cfg.open_four:
                 glyph = _open_four(size, stroke)
+                baseline = 0.36 * size  # the stem's foot: half the strokes' height below their centre
             else:
                 glyph = _glyph(font, size, char, stroke)
+                baseline = _baseline_below_centre(font, size, char, stroke)
             glyph = _place(glyph, angle, sx, sy)
-            cx = cfg.x_centers[i] + rng.uniform(-cfg.x_jitter, cfg.x_jitter)
-            cy = rng.uniform(*cfg.y_range)
+            x_shift = rng.uniform(-cfg.x_jitter, cfg.x_jitter)
+            if cfg.anchored:
+                left = (glyph.getbbox() or (GLYPH_BOX // 2,))[0]  # the placed glyph's left ink edge
+                x = cfg.x_centers[i] - cfg.mid_width / 2 + x_shift - left
+                # The glyph turns about its centre: the baseline's point below it moves up by cos(angle).
+                cy = rng.uniform(*cfg.baseline_range) - sy * baseline * np.cos(np.deg2rad(angle))
+                y = cy - GLYPH_BOX / 2
+            else:
+                x = cfg.x_centers[i] + x_shift - GLYPH_BOX / 2
+                y = rng.uniform(*cfg.y_range) - GLYPH_BOX / 2
             ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
-            canvas.paste((ink, ink, ink), (round(cx - GLYPH_BOX / 2), round(cy - GLYPH_BOX / 2)), glyph)
+            canvas.paste((ink, ink, ink), (round(x), round(y)), glyph)
         if self.lines is not None:
             line_colour = self.background if cfg.line_ink is None else (cfg.line_ink,) * 3
             canvas.paste(line_colour, (0, 0), self.lines)
