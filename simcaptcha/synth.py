@@ -36,7 +36,7 @@ class SynthConfig:
     font_size: tuple[int, int] = (21, 28)  # pixel size range, inclusive
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
     x_centers: tuple[float, ...] = (17.0, 43.0, 67.0, 88.0)  # mean centre of each character (of a mid-width one)
-    x_jitter: float = 7.0  # uniform +- pixels around the mean centre
+    x_jitter: float = 7.0  # uniform +- pixels around the mean centre (anchored: around the left edge)
     y_range: tuple[float, float] = (14.0, 40.0)  # vertical centre, uniform (anchored=False)
     # The contest drew text as PIL does, from a left edge and on a baseline, not from a centre: on
     # real captchas the first character's left edge is the same for narrow and wide glyphs (10.9
