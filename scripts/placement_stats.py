@@ -63,21 +63,21 @@ def main():
     args = parser.parse_args()
 
     from simcaptcha.challenges import load_captchas
-    from simcaptcha.classifier import decode_probs, predict_probs
-    from simcaptcha.preprocess import preprocess
-    from simcaptcha.solver import load_classifier
+    from simcaptcha.solver import load_classifier, solve_loaded
 
     background = load_background(args.mask)
     lines = line_mask(background)
-    real = load_captchas(args.challenges).images()
-    texts, confidence = decode_probs(predict_probs(load_classifier(args.model), preprocess(real)))
-    sure = np.asarray(confidence) >= args.min_confidence
-    real_stats, real_bands = placement(real[sure], [t for t, s in zip(texts, sure) if s], lines)
+    loaded = load_captchas(args.challenges)
+    image_of = {c.name: c.image for c in loaded.captchas}
+    solved = solve_loaded(loaded, load_classifier(args.model)).solutions  # as `simcaptcha solve` reads them
+    sure = [s for s in solved if s.confidence >= args.min_confidence]
+    real = np.stack([image_of[s.name] for s in sure])
+    real_stats, real_bands = placement(real, [s.text for s in sure], lines)
     synth = Synthesizer(background, SynthConfig(anchored=not args.centred))
     images, synth_texts = synth.render_batch(args.n, seed=args.seed)
     synth_stats, synth_bands = placement(images, synth_texts, lines)
 
-    print(f"real: {sure.sum()} of {len(real)} captchas read with confidence >= {args.min_confidence}; synthetic: {args.n}")
+    print(f"real: {len(sure)} of {len(solved)} captchas read with confidence >= {args.min_confidence}; synthetic: {args.n}")
     print(f"{'pixels (mean ± sd)':40s} {'real':>13s} {'synthetic':>13s}")
     for key, (mean, sd) in real_stats.items():
         s_mean, s_sd = synth_stats[key]

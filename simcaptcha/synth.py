@@ -106,11 +106,14 @@ def _baseline_below_centre(path: str, size: int, char: str, stroke: int = 0) -> 
     return -(top + bottom) / 2 / SUPERSAMPLE
 
 
+OPEN_FOUR_HEIGHT = 0.72  # the drawn 4's height over its font size: a typical sans's cap height
+
+
 @lru_cache(maxsize=256)
 def _open_four(size: int, stroke: int = 0) -> Image.Image:
     """A '4' whose slanted arm stops short of the stem (an open top), drawn as strokes at a font's cap height."""
     big = GLYPH_BOX * SUPERSAMPLE
-    h = 0.72 * size * SUPERSAMPLE  # cap height of a typical sans
+    h = OPEN_FOUR_HEIGHT * size * SUPERSAMPLE
     w = 0.75 * h
     width = round(0.19 * h + 2 * stroke)  # a bold stem, emboldened like the font glyphs
     x0, y0 = (big - w) / 2, (big - h) / 2
@@ -196,7 +199,7 @@ class Synthesizer:
             sx, sy = rng.uniform(*sx_range), rng.uniform(*sy_range)
             if char == "4" and rng.random() < cfg.open_four:
                 glyph = _open_four(size, stroke)
-                baseline = 0.36 * size  # the stem's foot: half the strokes' height below their centre
+                baseline = OPEN_FOUR_HEIGHT * size / 2  # the stem's foot: half the strokes' height below their centre
             else:
                 glyph = _glyph(font, size, char, stroke)
                 baseline = _baseline_below_centre(font, size, char, stroke)

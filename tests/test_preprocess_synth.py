@@ -184,12 +184,9 @@ def test_after_warm_up_rendering_draws_no_new_glyph():
 
 def _ink_box(synth, char):
     """(left, top, right, bottom) of one character drawn alone in the first place."""
-    import io
+    from simcaptcha.challenges import decode_image
 
-    from PIL import Image
-
-    jpeg = synth.render_jpeg(char, np.random.default_rng(0))
-    ink = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).min(-1) > 160
+    ink = decode_image(synth.render_jpeg(char, np.random.default_rng(0))).min(-1) > 160
     rows, cols = np.nonzero(ink)
     return cols.min(), rows.min(), cols.max(), rows.max()
 
