@@ -79,6 +79,20 @@ def test_decode_and_accuracy():
     assert accuracy(["aaaa", "1112"], ["aaaa", "1111"]) == (0.5, 0.875)
 
 
+def test_synth_vs_real_counts_misreads_per_true_character():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "synth_vs_real.py"
+    spec = importlib.util.spec_from_file_location("synth_vs_real", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stats = script.per_char_errors([("ilia", "llia"), ("i0aa", "ioaa")])
+    seen, wrong, read_as = stats["i"]
+    assert (seen, wrong, read_as.most_common()) == (3, 1, [("l", 1)])
+    assert stats["a"][:2] == (3, 0) and stats["0"][:2] == (1, 1) and stats["z"][:2] == (0, 0)
+
+
 def test_evaluate_counts_and_confusions():
     ev = evaluate({"x": "ab12", "y": "ab12"}, {"x": "ab12", "y": "ab1z", "z": "0000"})
     assert ev.count == 3 and ev.missing == 1

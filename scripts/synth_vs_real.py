@@ -1,0 +1,77 @@
+"""Which characters a classifier misreads more often on synthetic captchas than on real ones, and back.
+
+A character that one model reads well on real captchas and badly on synthetic ones (or the
+other way round) is drawn unlike the real one: this points at the glyphs the synthesizer
+should change. Real captchas are scored against labels (for evaluation only, never training).
+
+    python scripts/synth_vs_real.py ../shared/data/hackmit/challenges/challenge-14 \\
+        --labels ../shared/data/hackmit/dev-labels.json --mask runs/x/mask.png [--model M]
+"""
+
+import argparse
+import json
+import os
+from collections import Counter
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from simcaptcha.alphabet import ALPHABET  # noqa: E402
+
+
+def per_char_errors(pairs) -> dict[str, tuple[int, int, Counter]]:
+    """(truth, reading) text pairs -> {char: (times seen, times misread, what it was read as)}."""
+    seen, wrong, as_what = Counter(), Counter(), {c: Counter() for c in ALPHABET}
+    for truth, reading in pairs:
+        for t, r in zip(truth, reading):
+            seen[t] += 1
+            if r != t:
+                wrong[t] += 1
+                as_what[t][r] += 1
+    return {c: (seen[c], wrong[c], as_what[c]) for c in ALPHABET}
+
+
+def describe(seen: int, wrong: int, as_what: Counter) -> str:
+    if not seen:
+        return f"{'-':>24s}"
+    top = ", ".join(f"{r}{n}" for r, n in as_what.most_common(2))
+    return f"{100 * wrong / seen:5.1f}% of {seen:4d} {top:>12s}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("challenges", nargs="+", help="real challenge files or folders with labels")
+    parser.add_argument("--labels", required=True, help="JSON name -> text for those captchas")
+    parser.add_argument("--mask", required=True, help="the user's background (simcaptcha mask)")
+    parser.add_argument("--model", default=None, help="classifier to read both (default: shipped)")
+    parser.add_argument("-n", type=int, default=3000, help="synthetic captchas to read")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the synthetic captchas")
+    parser.add_argument("--top", type=int, default=12, help="characters to list, largest gap first")
+    args = parser.parse_args()
+
+    from simcaptcha.challenges import load_captchas
+    from simcaptcha.classifier import decode_probs, predict_probs
+    from simcaptcha.preprocess import load_background, preprocess
+    from simcaptcha.solver import load_classifier, solve_loaded
+    from simcaptcha.synth import Synthesizer
+
+    model = load_classifier(args.model)
+    with open(args.labels) as f:
+        labels = json.load(f)
+    solved = solve_loaded(load_captchas(args.challenges), model).solutions  # as `simcaptcha solve` reads them
+    real = per_char_errors((labels[s.name], s.text) for s in solved if s.name in labels)
+    images, texts = Synthesizer(load_background(args.mask)).render_batch(args.n, seed=args.seed)
+    synthetic = per_char_errors(zip(texts, decode_probs(predict_probs(model, preprocess(images)))[0]))
+
+    def rate(stats):
+        seen, wrong, _ = stats
+        return wrong / seen if seen else 0.0
+
+    order = sorted(ALPHABET, key=lambda c: -abs(rate(synthetic[c]) - rate(real[c])))
+    print(f"real: {sum(s for s, _, _ in real.values()) // 4} labelled captchas; synthetic: {args.n}")
+    print(f"{'char':4s} {'real: misread, read as':>30s}   {'synthetic: misread, read as':>30s}")
+    for c in order[: args.top]:
+        print(f"{c:4s} {describe(*real[c]):>30s}   {describe(*synthetic[c]):>30s}")
+
+
+if __name__ == "__main__":
+    main()
