@@ -74,4 +74,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from simcaptcha.challenges import InputError
+
+    try:
+        main()
+    except (InputError, OSError, ValueError) as exc:  # a missing file, a bad labels file: one line, no traceback
+        raise SystemExit(f"error: {exc}")
