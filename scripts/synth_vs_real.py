@@ -18,23 +18,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from simcaptcha.alphabet import ALPHABET  # noqa: E402
 
 
-def per_char_errors(pairs) -> dict[str, tuple[int, int, Counter]]:
-    """(truth, reading) text pairs -> {char: (times seen, times misread, what it was read as)}."""
-    seen, wrong, as_what = Counter(), Counter(), {c: Counter() for c in ALPHABET}
+def per_char_errors(pairs) -> dict[str, tuple[int, Counter]]:
+    """(truth, reading) text pairs -> {char: (times seen, what it was misread as)}."""
+    seen, misread_as = Counter(), {c: Counter() for c in ALPHABET}
     for truth, reading in pairs:
         for t, r in zip(truth, reading):
             seen[t] += 1
             if r != t:
-                wrong[t] += 1
-                as_what[t][r] += 1
-    return {c: (seen[c], wrong[c], as_what[c]) for c in ALPHABET}
+                misread_as[t][r] += 1
+    return {c: (seen[c], misread_as[c]) for c in ALPHABET}
 
 
-def describe(seen: int, wrong: int, as_what: Counter) -> str:
+def error_rate(seen: int, misread_as: Counter) -> float:
+    return misread_as.total() / seen if seen else 0.0
+
+
+def describe(seen: int, misread_as: Counter) -> str:
     if not seen:
         return f"{'-':>24s}"
-    top = ", ".join(f"{r}{n}" for r, n in as_what.most_common(2))
-    return f"{100 * wrong / seen:5.1f}% of {seen:4d} {top:>12s}"
+    top = ", ".join(f"{r}{n}" for r, n in misread_as.most_common(2))
+    return f"{100 * error_rate(seen, misread_as):5.1f}% of {seen:4d} {top:>12s}"
 
 
 def main():
@@ -62,12 +65,8 @@ def main():
     images, texts = Synthesizer(load_background(args.mask)).render_batch(args.n, seed=args.seed)
     synthetic = per_char_errors(zip(texts, decode_probs(predict_probs(model, preprocess(images)))[0]))
 
-    def rate(stats):
-        seen, wrong, _ = stats
-        return wrong / seen if seen else 0.0
-
-    order = sorted(ALPHABET, key=lambda c: -abs(rate(synthetic[c]) - rate(real[c])))
-    print(f"real: {sum(s for s, _, _ in real.values()) // 4} labelled captchas; synthetic: {args.n}")
+    order = sorted(ALPHABET, key=lambda c: -abs(error_rate(*synthetic[c]) - error_rate(*real[c])))
+    print(f"real: {sum(seen for seen, _ in real.values()) // 4} labelled captchas; synthetic: {args.n}")
     print(f"{'char':4s} {'real: misread, read as':>30s}   {'synthetic: misread, read as':>30s}")
     for c in order[: args.top]:
         print(f"{c:4s} {describe(*real[c]):>30s}   {describe(*synthetic[c]):>30s}")
