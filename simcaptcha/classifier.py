@@ -128,22 +128,25 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     return np.concatenate([np.stack([h.numpy() for h in o], axis=1) for o in out])
 
 
-_INFER_CACHE: dict[int, object] = {}
-
-
 def _inference_fn(model):
+    """A compiled forward pass for `model`, built once and kept on the model itself.
+
+    Kept as a plain attribute (not tracked by Keras), so it goes away with the model instead of
+    piling up in a module-level cache.
+    """
     import tensorflow as tf
 
-    key = id(model)
-    if key not in _INFER_CACHE:
+    infer = getattr(model, "_simcaptcha_infer", None)
+    if infer is None:
 
-        def infer(x):
+        def forward(x):
             return model(x, training=False)
 
-        _INFER_CACHE[key] = tf.function(
-            infer, autograph=False, input_signature=[tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32)]
+        infer = tf.function(
+            forward, autograph=False, input_signature=[tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32)]
         )
-    return _INFER_CACHE[key]
+        object.__setattr__(model, "_simcaptcha_infer", infer)  # bypass Keras attribute tracking
+    return infer
 
 
 def decode_probs(probs: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -54,6 +54,19 @@ def test_average_classifiers_averages_each_head():
     np.testing.assert_allclose(predict_probs(both, x), (pa + pb) / 2, atol=1e-6)
 
 
+def test_predict_probs_does_not_keep_models_alive():
+    import gc
+    import weakref
+
+    model = build_classifier(ClassifierConfig(filters=(4, 8), dense=8))
+    x = np.zeros((2, 50, 100, 1), np.float32)
+    np.testing.assert_allclose(predict_probs(model, x), predict_probs(model, x))  # the second call reuses the compiled pass
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None  # a pipeline loads dozens of models; each must be freed once dropped
+
+
 def test_shift_randomly_moves_each_image_within_range():
     rng = np.random.default_rng(0)
     x = rng.random((64, 12, 20, 1)).astype(np.float32)
