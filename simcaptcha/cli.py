@@ -398,6 +398,7 @@ def pipeline(
     rounds: int = typer.Option(PIPELINE_DEFAULTS.selftrain_rounds, min=0, help="Self-training rounds (pseudo-label, then fine-tune)."),
     threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Probability both views need to keep a pseudo-labelled character."),
     shift: int = typer.Option(PIPELINE_DEFAULTS.selftrain_shift, min=0, max=10, help="Pixels by which pseudo-labelled real captchas are randomly moved in each self-training batch (0: not moved)."),
+    real_fraction: float = typer.Option(PIPELINE_DEFAULTS.selftrain_fraction, min=0.0, max=1.0, help="Share of each self-training batch taken from pseudo-labelled real captchas; the rest is refined synthetic."),
     min_pseudo_labels: int = typer.Option(PIPELINE_DEFAULTS.min_pseudo_labels, min=1, help="Fewest pseudo-labelled captchas a self-training round needs; with fewer it is skipped."),
     balance: bool = typer.Option(PIPELINE_DEFAULTS.balance_classes, "--balance/--no-balance", help="Reweight each view's class probabilities so its picks on the real captchas are uniform over the alphabet before pseudo-labelling."),
     average_views: bool = typer.Option(
@@ -419,7 +420,7 @@ def pipeline(
     labels = json.loads(eval_labels.read_text()) if real_eval else None
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
-                         min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views)
+                         selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views)
     report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 
