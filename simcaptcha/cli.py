@@ -355,10 +355,14 @@ def evaluate(
     solutions: Path = typer.Argument(..., help="solutions.json written by `simcaptcha solve`."),
     labels: Path = typer.Option(..., "--labels", help="JSON name -> text of the true answers."),
     confusions: int = typer.Option(10, min=0, help="How many confused character pairs to list."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG of the misread captchas (true -> answer, as served and as the network sees them); needs --captchas."),
+    captchas: Optional[List[Path]] = typer.Option(None, "--captchas", help="The challenge files that were solved, for --sheet."),
+    sheet_max: int = typer.Option(100, min=1, help="At most this many misread captchas on the --sheet."),
 ):
     """Captcha and character accuracy, accuracy per position, most confused pairs.
 
     Example: simcaptcha evaluate solutions.json --labels ../shared/data/hackmit/dev-labels.json
+    --sheet misread.png --captchas ../shared/data/hackmit/challenges/challenge-14
     """
     import json
 
@@ -382,6 +386,22 @@ def evaluate(
     typer.echo("per position:       " + "  ".join(f"{i}: {a:.2%}" for i, a in enumerate(ev.per_position)))
     if ev.confusions:
         typer.echo("most confused (true -> predicted): " + ", ".join(f"{t}->{p} x{c}" for t, p, c in ev.confusions))
+    if sheet is not None:
+        write_misread_sheet(sheet, captchas, answers, wanted, sheet_max)
+
+
+def write_misread_sheet(sheet: Path, captcha_paths: Optional[List[Path]], answers: dict, truth: dict, most: int):
+    from .viz import misread_sheet, save_png
+
+    if not captcha_paths:
+        fail("--sheet needs --captchas: the challenge files that were solved")
+    images = {c.name: c.image for c in load_or_fail(captcha_paths).captchas}
+    misread = [(t, answers[n], images[n]) for n, t in truth.items() if answers.get(n) != t and n in images and n in answers]
+    if not misread:
+        typer.echo(f"no misread captcha among {', '.join(map(str, captcha_paths))}: {sheet} not written")
+        return
+    save_png(misread_sheet(misread[:most]), sheet)
+    typer.echo(f"wrote {min(len(misread), most)} of {len(misread)} misread captchas to {sheet}")
 
 
 @app.command()

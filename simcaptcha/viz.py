@@ -41,6 +41,14 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]], columns: int = 8, scale: i
     return sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST)
 
 
+def misread_sheet(misreads: list[tuple[str, str, np.ndarray]], scale: int = 3) -> Image.Image:
+    """misreads: (true text, answer, uint8 RGB captcha). One row each: the captcha as served and as the network sees it."""
+    from .preprocess import preprocess
+
+    rows = [(f"{truth} -> {answer}", np.concatenate([rgb[None], as_rgb(preprocess(rgb[None])[..., 0])])) for truth, answer, rgb in misreads]
+    return contact_sheet(rows, columns=2, scale=scale)
+
+
 def save_png(image: Image.Image, path) -> None:
     import io
 

@@ -166,6 +166,20 @@ def test_solve_and_evaluate(tmp_path, tiny_model, challenge_dir):
     assert result.exit_code == 0, result.output
     assert "captcha accuracy" in result.output and "per position" in result.output
 
+    # a sheet of the misread captchas (a tiny model misreads nearly all): one row each, at most --sheet-max
+    sheet = tmp_path / "misread.png"
+    args = ["evaluate", str(out), "--labels", str(challenge_dir.parent / "labels.json"), "--sheet", str(sheet)]
+    result = runner.invoke(app, [*args, "--captchas", str(challenge_dir), "--sheet-max", "3"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 3 of " in result.output
+    from PIL import Image
+
+    three_rows = Image.open(sheet).size
+    assert runner.invoke(app, [*args, "--captchas", str(challenge_dir), "--sheet-max", "1"]).exit_code == 0
+    assert Image.open(sheet).size == (three_rows[0], three_rows[1] // 3)
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "--sheet needs --captchas" in result.output and "Traceback" not in result.output
+
 
 def test_ensemble_command_builds_a_model_solve_reads(tmp_path, tiny_model, challenge_dir):
     out = tmp_path / "ensemble"
