@@ -368,6 +368,8 @@ def evaluate(
 
     from .solver import evaluate as score
 
+    if sheet is not None and not captchas:
+        fail("--sheet needs --captchas: the challenge files that were solved")
     try:
         body = json.loads(solutions.read_text())
         answers = {e["name"]: e["solution"] for e in body["solutions"]}
@@ -390,15 +392,17 @@ def evaluate(
         write_misread_sheet(sheet, captchas, answers, wanted, sheet_max)
 
 
-def write_misread_sheet(sheet: Path, captcha_paths: Optional[List[Path]], answers: dict, truth: dict, most: int):
+def write_misread_sheet(sheet: Path, captcha_paths: List[Path], answers: dict, truth: dict, most: int):
+    """truth: the labelled names that have an answer."""
     from .viz import misread_sheet, save_png
 
-    if not captcha_paths:
-        fail("--sheet needs --captchas: the challenge files that were solved")
     images = {c.name: c.image for c in load_or_fail(captcha_paths).captchas}
-    misread = [(t, answers[n], images[n]) for n, t in truth.items() if answers.get(n) != t and n in images and n in answers]
+    wrong = [n for n, t in truth.items() if answers[n] != t]
+    misread = [(truth[n], answers[n], images[n]) for n in wrong if n in images]
+    if len(misread) < len(wrong):
+        typer.echo(f"{len(wrong) - len(misread)} misread captchas are not in --captchas; left off the sheet", err=True)
     if not misread:
-        typer.echo(f"no misread captcha among {', '.join(map(str, captcha_paths))}: {sheet} not written")
+        typer.echo(f"no misread captcha to draw: {sheet} not written")
         return
     save_png(misread_sheet(misread[:most]), sheet)
     typer.echo(f"wrote {min(len(misread), most)} of {len(misread)} misread captchas to {sheet}")
@@ -418,7 +422,7 @@ def pipeline(
     rounds: int = typer.Option(PIPELINE_DEFAULTS.selftrain_rounds, min=0, help="Self-training rounds (pseudo-label, then fine-tune)."),
     threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Probability both views need to keep a pseudo-labelled character."),
     shift: int = typer.Option(PIPELINE_DEFAULTS.selftrain_shift, min=0, max=10, help="Pixels by which pseudo-labelled real captchas are randomly moved in each self-training batch (0: not moved)."),
-    real_fraction: float = typer.Option(PIPELINE_DEFAULTS.selftrain_fraction, min=0.0, max=1.0, help="Share of each self-training batch taken from pseudo-labelled real captchas; the rest is refined synthetic."),
+    real_fraction: float = typer.Option(PIPELINE_DEFAULTS.selftrain_fraction, min=0.0, max=0.95, help="Share of each self-training batch taken from pseudo-labelled real captchas; the rest is synthetic (refined for the refined view)."),
     min_pseudo_labels: int = typer.Option(PIPELINE_DEFAULTS.min_pseudo_labels, min=1, help="Fewest pseudo-labelled captchas a self-training round needs; with fewer it is skipped."),
     balance: bool = typer.Option(PIPELINE_DEFAULTS.balance_classes, "--balance/--no-balance", help="Reweight each view's class probabilities so its picks on the real captchas are uniform over the alphabet before pseudo-labelling."),
     average_views: bool = typer.Option(
