@@ -178,7 +178,8 @@ class Synthesizer:
             _open_four(size, stroke)
             for font, char in product(self.fonts, ALPHABET):
                 _glyph(font, size, char, stroke)
-                _baseline_below_centre(font, size, char, stroke)
+                if cfg.anchored:
+                    _baseline_below_centre(font, size, char, stroke)
                 count += 1
         return count
 
@@ -197,15 +198,15 @@ class Synthesizer:
             stroke = int(rng.integers(cfg.stroke[0], cfg.stroke[1] + 1))
             sx_range, sy_range = self.char_scale.get(char, (cfg.width_scale, (1.0, 1.0)))
             sx, sy = rng.uniform(*sx_range), rng.uniform(*sy_range)
-            if char == "4" and rng.random() < cfg.open_four:
-                glyph = _open_four(size, stroke)
-                baseline = OPEN_FOUR_HEIGHT * size / 2  # the stem's foot: half the strokes' height below their centre
-            else:
-                glyph = _glyph(font, size, char, stroke)
-                baseline = _baseline_below_centre(font, size, char, stroke)
+            open_four = char == "4" and rng.random() < cfg.open_four
+            glyph = _open_four(size, stroke) if open_four else _glyph(font, size, char, stroke)
             glyph = _place(glyph, angle, sx, sy)
             x_shift = rng.uniform(-cfg.x_jitter, cfg.x_jitter)
             if cfg.anchored:
+                if open_four:
+                    baseline = OPEN_FOUR_HEIGHT * size / 2  # the stem's foot: half the strokes' height below their centre
+                else:
+                    baseline = _baseline_below_centre(font, size, char, stroke)
                 left = (glyph.getbbox() or (GLYPH_BOX // 2,))[0]  # the placed glyph's left ink edge
                 x = cfg.x_centers[i] - cfg.mid_width / 2 + x_shift - left
                 # The glyph turns about its centre: the baseline's point below it moves up by cos(angle).

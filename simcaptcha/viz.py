@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .challenges import write_atomic
-from .preprocess import to_uint8
+from .preprocess import preprocess, to_uint8
 
 
 def as_rgb(images: np.ndarray) -> np.ndarray:
@@ -43,9 +43,9 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]], columns: int = 8, scale: i
 
 def misread_sheet(misreads: list[tuple[str, str, np.ndarray]], scale: int = 3) -> Image.Image:
     """misreads: (true text, answer, uint8 RGB captcha). One row each: the captcha as served and as the network sees it."""
-    from .preprocess import preprocess
-
-    rows = [(f"{truth} -> {answer}", np.concatenate([rgb[None], as_rgb(preprocess(rgb[None])[..., 0])])) for truth, answer, rgb in misreads]
+    served = np.stack([rgb for _, _, rgb in misreads])
+    seen = as_rgb(preprocess(served)[..., 0])
+    rows = [(f"{truth} -> {answer}", np.stack([served[k], seen[k]])) for k, (truth, answer, _) in enumerate(misreads)]
     return contact_sheet(rows, columns=2, scale=scale)
 
 
