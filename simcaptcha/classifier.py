@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .alphabet import CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, decode
 from .challenges import write_json_atomic
 from .runs import RunDir, save_model_atomic
+
+if TYPE_CHECKING:
+    from .synth import SyntheticPool
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ def train_classifier(
     extra_data: tuple[np.ndarray, np.ndarray] | None = None,
     extra_fraction: float = 0.5,
     init_model: str | None = None,
+    pool: SyntheticPool | None = None,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -226,6 +231,7 @@ def train_classifier(
 
     extra_data: preprocessed images and (N, 4) labels (pseudo-labelled real captchas, -1 for an
     unknown character, which is left out of the loss) mixed into each batch at `extra_fraction`. init_model: start from these weights (fine-tuning).
+    pool: draw the synthetic part of each batch from these pre-rendered captchas instead of rendering it.
     """
     import keras
     import tensorflow as tf
@@ -271,8 +277,10 @@ def train_classifier(
         return loss
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
-    stream = SyntheticStream(synth, cfg.batch_size - n_extra, seed=cfg.seed, start=start)
-    batches = iter(stream.dataset())
+    if pool is not None:
+        batches = pool.batches(cfg.batch_size - n_extra, seed=cfg.seed, start=start)
+    else:
+        batches = iter(SyntheticStream(synth, cfg.batch_size - n_extra, seed=cfg.seed, start=start).dataset())
     rng = np.random.default_rng((cfg.seed, start, 7))
 
     val_images, val_texts = synth.render_batch(cfg.val_size, (cfg.seed, 999_999_999))

@@ -429,9 +429,13 @@ def pipeline(
         PIPELINE_DEFAULTS.average_views, "--average-views/--refined-view-only",
         help="Final model: the average of both views' probabilities (the refined-synthetic and the raw-synthetic classifier), or the refined view alone.",
     ),
+    synthetic_pool: int = typer.Option(
+        PIPELINE_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0,
+        help="Synthetic captchas rendered once, one process per core, and drawn from by every training stage (0: render each batch while training, slower on few cores).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
-    """Everything from raw challenge files to solutions.json: mask, refine-train, train, self-train, solve.
+    """Everything from raw challenge files to solutions.json: mask, synth, refine-train, train, self-train, solve.
 
     Example: simcaptcha pipeline ../shared/data/hackmit/challenges -o runs/hackmit
     """
@@ -444,7 +448,8 @@ def pipeline(
     labels = json.loads(eval_labels.read_text()) if real_eval else None
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
-                         selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views)
+                         selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
+                         synthetic_pool=synthetic_pool)
     report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

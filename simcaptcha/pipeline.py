@@ -13,10 +13,11 @@ import numpy as np
 from .alphabet import ALPHABET
 from .challenges import InputError, LoadResult, write_json_atomic
 from .classifier import ClassifierConfig, RealEval, average_classifiers, predict_probs, score, train_classifier
-from .preprocess import BACKGROUND_SAMPLE, estimate_background, preprocess, save_background
+from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess, save_background
 from .runs import save_model_atomic
 from .simgan import SimGANConfig, train_refiner
 from .solver import solve_loaded, write_solutions
+from .synth import SynthConfig, render_pool
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,13 @@ class PipelineConfig:
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
     balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling
     average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
+    synthetic_pool: int = 64_000  # synthetic captchas rendered once up front and shared by all stages (0: render every batch)
 
 
 def stage_names(cfg: PipelineConfig) -> list[str]:
     rounds = [f"self-train {r + 1}" for r in range(cfg.selftrain_rounds)]
-    return ["mask", "refine-train", "train (refined)", "train (raw view)", *rounds, "solve"]
+    synth = ["synth"] if cfg.synthetic_pool else []
+    return ["mask", *synth, "refine-train", "train (refined)", "train (raw view)", *rounds, "solve"]
 
 
 def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
@@ -92,17 +95,25 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     real_x = preprocess(images)
     stage_done("mask")
 
+    pool = None
+    if cfg.synthetic_pool:
+        # Rendered again on --resume (the same captchas: the seed fixes them); cheaper than storing 1 GB.
+        bar = tqdm(total=cfg.synthetic_pool, desc="synth", position=1, leave=False, disable=not progress, dynamic_ncols=True)
+        pool = render_pool(load_background(mask_path), SynthConfig(), cfg.synthetic_pool, seed=cfg.seed, progress=bar.update)
+        bar.close()
+        stage_done("synth")
+
     def classifier_stage(stage_cfg, run_dir, **kwargs):
         if is_done(run_dir):
             log(f"{run_dir}: done before, kept")
             return json.loads((run_dir / "metrics.json").read_text())
-        return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, progress=progress, log=log, **kwargs)
+        return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, pool=pool, progress=progress, log=log, **kwargs)
 
     simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path))
     refiner_path = out / "refiner" / "refiner.keras"
     refiner_kept = resume and refiner_path.is_file()
     if not refiner_kept:
-        train_refiner(simgan, real_x, out / "refiner", resume=resume, progress=progress, log=log)
+        train_refiner(simgan, real_x, out / "refiner", resume=resume, pool=pool, progress=progress, log=log)
     stage_done("refine-train", kept=refiner_kept)
 
     base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from .refiner import (
     self_regularization_loss,
 )
 from .runs import RunDir, save_model_atomic
+
+if TYPE_CHECKING:
+    from .synth import SyntheticPool
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,12 @@ class SimGANConfig:
         return pre + max(0, step - pre) * (self.k_g + self.k_d)
 
 
-def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train refiner and discriminator on preprocessed real images `real_x` (N, 50, 100, 1); write OUT/refiner.keras."""
+def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool = False, pool: SyntheticPool | None = None,
+                  progress: bool = True, log=print) -> dict:
+    """Train refiner and discriminator on preprocessed real images `real_x` (N, 50, 100, 1); write OUT/refiner.keras.
+
+    pool: draw synthetic batches from these pre-rendered captchas instead of rendering them.
+    """
     import keras
     import tensorflow as tf
     from tqdm import tqdm
@@ -80,7 +88,10 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
 
     background = load_background(cfg.mask) if cfg.mask else None
     synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
-    stream = iter(SyntheticStream(synth, cfg.batch_size, seed=cfg.seed, start=cfg.batches_before(start)).dataset())
+    if pool is not None:
+        stream = pool.batches(cfg.batch_size, seed=cfg.seed, start=cfg.batches_before(start))
+    else:
+        stream = iter(SyntheticStream(synth, cfg.batch_size, seed=cfg.seed, start=cfg.batches_before(start)).dataset())
 
     @tf.function
     def pretrain_refiner_step(syn):

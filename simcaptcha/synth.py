@@ -266,6 +266,83 @@ class SyntheticStream:
         return tf.data.Dataset.from_generator(lambda: iter(self), output_signature=spec).prefetch(prefetch)
 
 
+POOL_CHUNK = 1000  # captchas per rendering task: seeds are per chunk, so any number of workers renders the same pool
+
+
+def _render_chunk(background: np.ndarray | None, config: SynthConfig, n: int, seed) -> tuple[np.ndarray, np.ndarray]:
+    """One pool chunk, preprocessed: runs in a worker process (the glyph cache lives on between its chunks)."""
+    images, texts = Synthesizer(background, config).render_batch(n, seed)
+    return preprocess(images), np.stack([encode(t) for t in texts])
+
+
+@dataclass
+class SyntheticPool:
+    """Synthetic captchas rendered once, then drawn from by every training stage of a pipeline.
+
+    On this machine's two cores, rendering a batch in a thread beside training slows each step
+    by about as much as the step itself costs (5.5 against 9.5 steps/s), and the default
+    pipeline draws some 270,000 synthetic captchas. Rendering fewer, all at once in worker
+    processes while nothing else runs, and reusing them, leaves training the cores alone.
+    """
+
+    x: np.ndarray  # (N, 50, 100, 1) preprocessed
+    labels: np.ndarray  # (N, 4) int32
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, batch_size: int, seed: int = 0, start: int = 0):
+        """Endless (x, labels) batches, each pass over the pool in a new order; batch i depends only on (seed, i)."""
+        n = len(self.x)
+        if n == 0:
+            raise ValueError("the synthetic pool is empty")
+        order, order_epoch = None, None
+        step = start
+        while True:
+            first, parts, missing = step * batch_size, [], batch_size
+            while missing:
+                epoch, offset = divmod(first, n)
+                if epoch != order_epoch:
+                    order, order_epoch = np.random.default_rng((seed, epoch, 3)).permutation(n), epoch
+                take = min(missing, n - offset)
+                parts.append(order[offset : offset + take])
+                first, missing = first + take, missing - take
+            idx = np.concatenate(parts)
+            yield self.x[idx], self.labels[idx]
+            step += 1
+
+
+def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed: int = 0, workers: int | None = None,
+                progress=None, chunk: int = POOL_CHUNK) -> SyntheticPool:
+    """Render n synthetic captchas in `workers` processes (default: one per core); the same pool for any worker count.
+
+    progress: called with the number of captchas of each finished chunk.
+    """
+    chunks = [(k, min(chunk, n - k * chunk)) for k in range((n + chunk - 1) // chunk)]
+    x = np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH, 1), np.float32)
+    labels = np.empty((n, CAPTCHA_LENGTH), np.int32)
+
+    def store(k, size, result):
+        x[k * chunk : k * chunk + size], labels[k * chunk : k * chunk + size] = result
+        if progress:
+            progress(size)
+
+    workers = min(workers or os.cpu_count() or 1, len(chunks))
+    if workers <= 1:
+        for k, size in chunks:
+            store(k, size, _render_chunk(background, config, size, (seed, 888_888_888, k)))
+        return SyntheticPool(x, labels)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: the parent runs TensorFlow's thread pools, which a forked child must not inherit.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_render_chunk, background, config, size, (seed, 888_888_888, k)): (k, size) for k, size in chunks}
+        for future in as_completed(futures):
+            store(*futures[future], future.result())
+    return SyntheticPool(x, labels)
+
+
 def write_dataset(synth: Synthesizer, n: int, out_dir: str | os.PathLike, seed: int, progress=None) -> dict:
     """Write n captchas as OUT/<index>.jpg plus OUT/labels.json; returns the labels."""
     from .challenges import write_atomic, write_json_atomic

@@ -7,7 +7,7 @@ import pytest
 
 from simcaptcha.alphabet import decode, encode, is_valid_text
 from simcaptcha.preprocess import estimate_background, line_mask, preprocess, to_uint8
-from simcaptcha.synth import SynthConfig, Synthesizer, SyntheticStream, default_fonts, write_dataset
+from simcaptcha.synth import SynthConfig, Synthesizer, SyntheticStream, default_fonts, render_pool, write_dataset
 
 
 def test_alphabet_round_trip():
@@ -95,6 +95,30 @@ def test_stream_batches_are_reproducible(synthesizer):
     x2, y2 = next(it)
     assert x1.shape == (4, 50, 100, 1) and y1.shape == (4, 4)
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+
+
+def test_pool_is_the_same_for_any_worker_count(background):
+    one = render_pool(background, SynthConfig(), 20, seed=4, workers=1, chunk=6)
+    two = render_pool(background, SynthConfig(), 20, seed=4, workers=2, chunk=6)  # worker processes
+    assert one.x.shape == (20, 50, 100, 1) and one.labels.shape == (20, 4)
+    assert np.array_equal(one.x, two.x) and np.array_equal(one.labels, two.labels)
+    assert not np.array_equal(one.x[:6], one.x[6:12])  # each chunk has its own seed
+    # a chunk is what the synthesizer renders for that chunk's seed
+    images, texts = Synthesizer(background).render_batch(6, (4, 888_888_888, 1))
+    assert np.array_equal(one.x[6:12], preprocess(images)) and [decode(row) for row in one.labels[6:12]] == texts
+
+
+def test_pool_batches_cover_every_captcha_each_pass_and_resume(background):
+    pool = render_pool(background, SynthConfig(), 10, seed=1, workers=1)
+    batches = pool.batches(4, seed=2)
+    drawn = [next(batches) for _ in range(5)]  # 20 draws: two passes over 10 captchas
+    rows = {pool.x[i].tobytes(): tuple(pool.labels[i]) for i in range(10)}
+    seen = [(x.tobytes(), tuple(y)) for b in drawn for x, y in zip(*b)]
+    assert all(rows[x] == y for x, y in seen)  # images keep their labels
+    assert len({x for x, _ in seen[:10]}) == 10 and len({x for x, _ in seen[10:]}) == 10
+    assert [x for x, _ in seen[:10]] != [x for x, _ in seen[10:]]  # a new order each pass
+    resumed = next(pool.batches(4, seed=2, start=3))
+    assert np.array_equal(resumed[0], drawn[3][0]) and np.array_equal(resumed[1], drawn[3][1])
 
 
 def test_write_dataset(tmp_path, synthesizer):
