@@ -37,6 +37,7 @@ class ClassifierConfig:
     checkpoint_every: int = 250
     val_size: int = 512
     extra_shift: int = 0  # pseudo-labelled real captchas move by up to this many pixels each way, per batch
+    synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
 
 
 def head_windows(width: int, window: int, pad: int = 0) -> list[tuple[int, int]]:
@@ -231,14 +232,15 @@ def train_classifier(
 
     extra_data: preprocessed images and (N, 4) labels (pseudo-labelled real captchas, -1 for an
     unknown character, which is left out of the loss) mixed into each batch at `extra_fraction`. init_model: start from these weights (fine-tuning).
-    pool: draw the synthetic part of each batch from these pre-rendered captchas instead of rendering it.
+    pool: draw the synthetic part of each batch from these pre-rendered captchas (a pipeline shares one
+    between stages); without it, cfg.synthetic_pool captchas are rendered here when set.
     """
     import keras
     import tensorflow as tf
     from tqdm import tqdm
 
     from .preprocess import load_background
-    from .synth import SynthConfig, Synthesizer, SyntheticStream
+    from .synth import SynthConfig, Synthesizer, SyntheticStream, render_pool
 
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
@@ -277,6 +279,8 @@ def train_classifier(
         return loss
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
+    if pool is None and cfg.synthetic_pool:
+        pool = render_pool(background, synth.config, cfg.synthetic_pool, seed=cfg.seed)
     if pool is not None:
         batches = pool.batches(cfg.batch_size - n_extra, seed=cfg.seed, start=start)
     else:

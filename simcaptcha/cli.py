@@ -20,6 +20,7 @@ from .simgan import SimGANConfig
 SIMGAN_DEFAULTS = SimGANConfig()
 CLASSIFIER_DEFAULTS = ClassifierConfig()
 PIPELINE_DEFAULTS = PipelineConfig()
+POOL_HELP = "Synthetic captchas to render once up front, one process per core, and draw every batch from (0: render each batch beside training, slower on few cores)."
 
 app = typer.Typer(
     add_completion=False,
@@ -182,6 +183,7 @@ def refine_train(
     font: Optional[List[Path]] = typer.Option(None, "--font", help="TrueType font to draw with (repeatable)."),
     sample_every: int = typer.Option(SIMGAN_DEFAULTS.sample_every, min=1, help="Write a synthetic/refined/real PNG grid every this many steps."),
     checkpoint_every: int = typer.Option(SIMGAN_DEFAULTS.checkpoint_every, min=1, help="Save a resumable checkpoint every this many steps."),
+    synthetic_pool: int = typer.Option(SIMGAN_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
     """Train the SimGAN refiner that makes synthetic captchas look like the real ones.
@@ -200,7 +202,7 @@ def refine_train(
         steps=steps, batch_size=batch_size, reg_lambda=reg_lambda, features=features, blocks=blocks,
         history_size=history_size, pretrain_refiner_steps=pretrain_refiner, pretrain_disc_steps=pretrain_disc,
         seed=seed, mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
-        sample_every=sample_every, checkpoint_every=checkpoint_every,
+        sample_every=sample_every, checkpoint_every=checkpoint_every, synthetic_pool=synthetic_pool,
     )
     if cfg.mask:
         make_synthesizer(Path(cfg.mask), font)  # fail early on a bad mask or font
@@ -276,6 +278,7 @@ def train(
         CLASSIFIER_DEFAULTS.shared_head, "--shared-head/--per-position-heads",
         help="One character reader shared by the four character windows, or a separate head for each position.",
     ),
+    synthetic_pool: int = typer.Option(CLASSIFIER_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
     """Train the four-head classifier on a stream of (refined) synthetic captchas.
@@ -293,7 +296,7 @@ def train(
     cfg = ClassifierConfig(
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, eval_every=eval_every,
         mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
-        refiner=str(refiner_path) if refiner_path else None, shared_head=shared_head,
+        refiner=str(refiner_path) if refiner_path else None, shared_head=shared_head, synthetic_pool=synthetic_pool,
     )
     metrics = train_classifier(cfg, out, resume=resume, real_eval=real_eval, log=typer.echo)
     typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -431,7 +434,7 @@ def pipeline(
     ),
     synthetic_pool: int = typer.Option(
         PIPELINE_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0,
-        help="Synthetic captchas rendered once, one process per core, and drawn from by every training stage (0: render each batch while training, slower on few cores).",
+        help=POOL_HELP + " One pool serves every stage.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):

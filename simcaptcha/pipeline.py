@@ -109,14 +109,15 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
             return json.loads((run_dir / "metrics.json").read_text())
         return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, pool=pool, progress=progress, log=log, **kwargs)
 
-    simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path))
+    # Stage configs record the pool's size; the stages draw from the one rendered above.
+    simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path), synthetic_pool=cfg.synthetic_pool)
     refiner_path = out / "refiner" / "refiner.keras"
     refiner_kept = resume and refiner_path.is_file()
     if not refiner_kept:
         train_refiner(simgan, real_x, out / "refiner", resume=resume, pool=pool, progress=progress, log=log)
     stage_done("refine-train", kept=refiner_kept)
 
-    base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path))
+    base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path), synthetic_pool=cfg.synthetic_pool)
     refined_cfg = replace(base, steps=cfg.classifier_steps, refiner=str(refiner_path))
     kept = is_done(out / "classifier_refined")
     report["refined"] = classifier_stage(refined_cfg, out / "classifier_refined")

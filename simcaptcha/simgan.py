@@ -42,6 +42,7 @@ class SimGANConfig:
     fonts: tuple[str, ...] = ()
     sample_every: int = 100
     checkpoint_every: int = 50
+    synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
 
     @property
     def total_steps(self) -> int:
@@ -57,14 +58,15 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
                   progress: bool = True, log=print) -> dict:
     """Train refiner and discriminator on preprocessed real images `real_x` (N, 50, 100, 1); write OUT/refiner.keras.
 
-    pool: draw synthetic batches from these pre-rendered captchas instead of rendering them.
+    pool: draw synthetic batches from these pre-rendered captchas (a pipeline shares one between
+    stages); without it, cfg.synthetic_pool captchas are rendered here when set.
     """
     import keras
     import tensorflow as tf
     from tqdm import tqdm
 
     from .preprocess import load_background
-    from .synth import SynthConfig, Synthesizer, SyntheticStream
+    from .synth import SynthConfig, Synthesizer, SyntheticStream, render_pool
     from .viz import contact_sheet, save_png
 
     run = RunDir(out_dir)
@@ -88,6 +90,8 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
 
     background = load_background(cfg.mask) if cfg.mask else None
     synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
+    if pool is None and cfg.synthetic_pool:
+        pool = render_pool(background, synth.config, cfg.synthetic_pool, seed=cfg.seed)
     if pool is not None:
         stream = pool.batches(cfg.batch_size, seed=cfg.seed, start=cfg.batches_before(start))
     else:

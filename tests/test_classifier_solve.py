@@ -138,9 +138,10 @@ def test_train_writes_run_folder(tiny_model):
 
 def test_train_resume_continues(tmp_path):
     out = tmp_path / "m"
-    args = ["train", "-o", str(out), "--steps", "4", "--batch-size", "4", "--eval-every", "2"]
+    args = ["train", "-o", str(out), "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--synthetic-pool", "10"]
     assert runner.invoke(app, args).exit_code == 0
     cfg = json.loads((out / "config.json").read_text())
+    assert cfg["synthetic_pool"] == 10  # a resumed run renders the same pool again
     cfg["steps"] = 6  # extend the finished run, as a killed run would be continued
     (out / "config.json").write_text(json.dumps(cfg))
     result = runner.invoke(app, ["train", "-o", str(out), "--resume"])

@@ -88,11 +88,12 @@ def tiny_args(real, out):
 
 
 def test_refine_train_and_refine(tmp_path, challenge_dir):
-    result = CliRunner().invoke(app, tiny_args(challenge_dir, tmp_path / "run"))
+    result = CliRunner().invoke(app, [*tiny_args(challenge_dir, tmp_path / "run"), "--synthetic-pool", "12"])
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     assert (run / "refiner.keras").is_file() and (run / "mask.png").is_file()
-    assert json.loads((run / "config.json").read_text())["steps"] == 6
+    config = json.loads((run / "config.json").read_text())
+    assert config["steps"] == 6 and config["synthetic_pool"] == 12
     assert (run / "samples" / "latest.png").is_file()
     assert any((run / "logs").iterdir())
 
