@@ -240,7 +240,7 @@ def train_classifier(
     from tqdm import tqdm
 
     from .preprocess import load_background
-    from .synth import SynthConfig, Synthesizer, SyntheticStream, render_pool
+    from .synth import SynthConfig, Synthesizer, SyntheticStream, render_pool_with_bar
 
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
@@ -280,7 +280,7 @@ def train_classifier(
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
     if pool is None and cfg.synthetic_pool:
-        pool = render_pool(background, synth.config, cfg.synthetic_pool, seed=cfg.seed)
+        pool = render_pool_with_bar(background, synth.config, cfg.synthetic_pool, seed=cfg.seed, show=progress)
     if pool is not None:
         batches = pool.batches(cfg.batch_size - n_extra, seed=cfg.seed, start=start)
     else:

@@ -17,7 +17,7 @@ from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background,
 from .runs import save_model_atomic
 from .simgan import SimGANConfig, train_refiner
 from .solver import solve_loaded, write_solutions
-from .synth import SynthConfig, render_pool
+from .synth import SynthConfig, render_pool_with_bar
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     pool = None
     if cfg.synthetic_pool:
         # Rendered again on --resume (the same captchas: the seed fixes them); cheaper than storing 1 GB.
-        bar = tqdm(total=cfg.synthetic_pool, desc="synth", position=1, leave=False, disable=not progress, dynamic_ncols=True)
-        pool = render_pool(load_background(mask_path), SynthConfig(), cfg.synthetic_pool, seed=cfg.seed, progress=bar.update)
-        bar.close()
+        pool = render_pool_with_bar(load_background(mask_path), SynthConfig(), cfg.synthetic_pool, seed=cfg.seed, show=progress)
         stage_done("synth")
 
     def classifier_stage(stage_cfg, run_dir, **kwargs):

@@ -343,6 +343,14 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
     return SyntheticPool(x, labels)
 
 
+def render_pool_with_bar(background: np.ndarray | None, config: SynthConfig, n: int, seed: int = 0, show: bool = True) -> SyntheticPool:
+    """render_pool behind a progress bar (a pool of 64,000 takes about a minute on two cores)."""
+    from tqdm import tqdm
+
+    with tqdm(total=n, desc="synth pool", unit="captcha", disable=not show, leave=False, dynamic_ncols=True) as bar:
+        return render_pool(background, config, n, seed=seed, progress=bar.update)
+
+
 def write_dataset(synth: Synthesizer, n: int, out_dir: str | os.PathLike, seed: int, progress=None) -> dict:
     """Write n captchas as OUT/<index>.jpg plus OUT/labels.json; returns the labels."""
     from .challenges import write_atomic, write_json_atomic
