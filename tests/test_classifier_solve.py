@@ -12,7 +12,7 @@ from simcaptcha.solver import SolveResult, Solution, evaluate
 
 runner = CliRunner()
 
-SHIPPED_MODEL_FLOOR = 0.93  # challenge-14 captcha accuracy of simcaptcha/models, measured 94.7%
+SHIPPED_MODEL_FLOOR = 0.94  # challenge-14 captcha accuracy of simcaptcha/models, measured 95.3%
 
 
 def test_classifier_has_four_named_heads():
