@@ -240,7 +240,7 @@ def train_classifier(
     from tqdm import tqdm
 
     from .preprocess import load_background
-    from .synth import SynthConfig, Synthesizer, SyntheticStream, render_pool_with_bar
+    from .synth import SynthConfig, Synthesizer, training_batches
 
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
@@ -279,12 +279,7 @@ def train_classifier(
         return loss
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
-    if pool is None and cfg.synthetic_pool:
-        pool = render_pool_with_bar(background, synth.config, cfg.synthetic_pool, seed=cfg.seed, show=progress)
-    if pool is not None:
-        batches = pool.batches(cfg.batch_size - n_extra, seed=cfg.seed, start=start)
-    else:
-        batches = iter(SyntheticStream(synth, cfg.batch_size - n_extra, seed=cfg.seed, start=start).dataset())
+    batches = training_batches(synth, background, cfg.batch_size - n_extra, cfg.seed, start, pool, cfg.synthetic_pool, progress)
     rng = np.random.default_rng((cfg.seed, start, 7))
 
     val_images, val_texts = synth.render_batch(cfg.val_size, (cfg.seed, 999_999_999))

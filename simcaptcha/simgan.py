@@ -66,7 +66,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
     from tqdm import tqdm
 
     from .preprocess import load_background
-    from .synth import SynthConfig, Synthesizer, SyntheticStream, render_pool_with_bar
+    from .synth import SynthConfig, Synthesizer, SyntheticStream, training_batches
     from .viz import contact_sheet, save_png
 
     run = RunDir(out_dir)
@@ -90,12 +90,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
 
     background = load_background(cfg.mask) if cfg.mask else None
     synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
-    if pool is None and cfg.synthetic_pool:
-        pool = render_pool_with_bar(background, synth.config, cfg.synthetic_pool, seed=cfg.seed, show=progress)
-    if pool is not None:
-        stream = pool.batches(cfg.batch_size, seed=cfg.seed, start=cfg.batches_before(start))
-    else:
-        stream = iter(SyntheticStream(synth, cfg.batch_size, seed=cfg.seed, start=cfg.batches_before(start)).dataset())
+    stream = training_batches(synth, background, cfg.batch_size, cfg.seed, cfg.batches_before(start), pool, cfg.synthetic_pool, progress)
 
     @tf.function
     def pretrain_refiner_step(syn):

@@ -277,7 +277,7 @@ def _render_chunk(background: np.ndarray | None, config: SynthConfig, n: int, se
 
 @dataclass
 class SyntheticPool:
-    """Synthetic captchas rendered once, then drawn from by every training stage of a pipeline.
+    """Synthetic captchas rendered once, then drawn from by a training run (by every stage, in a pipeline).
 
     On this machine's two cores, rendering a batch in a thread beside training slows each step
     by about as much as the step itself costs (5.5 against 9.5 steps/s), and the default
@@ -287,9 +287,6 @@ class SyntheticPool:
 
     x: np.ndarray  # (N, 50, 100, 1) preprocessed
     labels: np.ndarray  # (N, 4) int32
-
-    def __len__(self) -> int:
-        return len(self.x)
 
     def batches(self, batch_size: int, seed: int = 0, start: int = 0):
         """Endless (x, labels) batches, each pass over the pool in a new order; batch i depends only on (seed, i)."""
@@ -318,7 +315,8 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
 
     progress: called with the number of captchas of each finished chunk.
     """
-    chunks = [(k, min(chunk, n - k * chunk)) for k in range((n + chunk - 1) // chunk)]
+    # (index, size, seed) of each chunk
+    chunks = [(k, min(chunk, n - k * chunk), (seed, 888_888_888, k)) for k in range((n + chunk - 1) // chunk)]
     x = np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH, 1), np.float32)
     labels = np.empty((n, CAPTCHA_LENGTH), np.int32)
 
@@ -329,15 +327,15 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
 
     workers = min(workers or os.cpu_count() or 1, len(chunks))
     if workers <= 1:
-        for k, size in chunks:
-            store(k, size, _render_chunk(background, config, size, (seed, 888_888_888, k)))
+        for k, size, chunk_seed in chunks:
+            store(k, size, _render_chunk(background, config, size, chunk_seed))
         return SyntheticPool(x, labels)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: the parent runs TensorFlow's thread pools, which a forked child must not inherit.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_render_chunk, background, config, size, (seed, 888_888_888, k)): (k, size) for k, size in chunks}
+        futures = {pool.submit(_render_chunk, background, config, size, chunk_seed): (k, size) for k, size, chunk_seed in chunks}
         for future in as_completed(futures):
             store(*futures[future], future.result())
     return SyntheticPool(x, labels)
@@ -349,6 +347,18 @@ def render_pool_with_bar(background: np.ndarray | None, config: SynthConfig, n: 
 
     with tqdm(total=n, desc="synth pool", unit="captcha", disable=not show, leave=False, dynamic_ncols=True) as bar:
         return render_pool(background, config, n, seed=seed, progress=bar.update)
+
+
+def training_batches(synth: Synthesizer, background: np.ndarray | None, batch_size: int, seed: int, start: int = 0,
+                     pool: SyntheticPool | None = None, pool_size: int = 0, progress: bool = True):
+    """The synthetic batches of a training run from batch `start` on: from `pool` if given, else from a
+    pool of `pool_size` rendered here (the same one again on resume), else rendered in a background thread.
+    """
+    if pool is None and pool_size:
+        pool = render_pool_with_bar(background, synth.config, pool_size, seed=seed, show=progress)
+    if pool is not None:
+        return pool.batches(batch_size, seed=seed, start=start)
+    return iter(SyntheticStream(synth, batch_size, seed=seed, start=start).dataset())
 
 
 def write_dataset(synth: Synthesizer, n: int, out_dir: str | os.PathLike, seed: int, progress=None) -> dict:
