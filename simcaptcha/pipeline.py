@@ -44,6 +44,12 @@ def stage_names(cfg: PipelineConfig) -> list[str]:
     return ["mask", *synth, "refine-train", "train (refined)", "train (raw view)", *rounds, "solve"]
 
 
+def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
+    """The views trained in self-training round r (from 0): both, except in the last round (only the refined view)."""
+    trained = ["a"] if r == cfg.selftrain_rounds - 1 else ["a", "b"]
+    return {k: out / f"selftrain_{r + 1}_{k}" for k in trained}
+
+
 def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
                  eval_labels: dict | None = None, log=print, progress: bool = True, resume: bool = False) -> dict:
     """Train everything from unlabelled captchas and solve them. `real_eval` captchas are held out of all training.
@@ -95,8 +101,15 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     real_x = preprocess(images)
     stage_done("mask")
 
+    refiner_path = out / "refiner" / "refiner.keras"
+    classifier_dirs = [out / "classifier_refined", out / "classifier_raw"]
+    classifier_dirs += [d for r in range(cfg.selftrain_rounds) for d in round_run_dirs(out, r, cfg).values()]
+    all_trained = resume and refiner_path.is_file() and all(is_done(d) for d in classifier_dirs)
     pool = None
-    if cfg.synthetic_pool:
+    if cfg.synthetic_pool and all_trained:
+        log("every model is trained already: the synthetic pool is not rendered")
+        stage_done("synth", kept=True)
+    elif cfg.synthetic_pool:
         # Rendered again on --resume (the same captchas: the seed fixes them); cheaper than storing 1 GB.
         pool = render_pool_with_bar(load_background(mask_path), SynthConfig(), cfg.synthetic_pool, seed=cfg.seed, show=progress)
         stage_done("synth")
@@ -109,7 +122,6 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
 
     # Stage configs record the pool's size; the stages draw from the one rendered above.
     simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path), synthetic_pool=cfg.synthetic_pool)
-    refiner_path = out / "refiner" / "refiner.keras"
     refiner_kept = resume and refiner_path.is_file()
     if not refiner_kept:
         train_refiner(simgan, real_x, out / "refiner", resume=resume, pool=pool, progress=progress, log=log)
@@ -134,9 +146,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     report["rounds"] = []
     previous_rounds = previous.get("rounds", [])
     for r in range(cfg.selftrain_rounds):
-        last = r == cfg.selftrain_rounds - 1
-        trained = ["a"] if last else ["a", "b"]
-        run_dirs = {k: out / f"selftrain_{r + 1}_{k}" for k in trained}
+        run_dirs = round_run_dirs(out, r, cfg)
         if r < len(previous_rounds) and all(is_done(d) for d in run_dirs.values()):
             # Finished in an earlier run: keep its models and its pseudo-label figures.
             log(f"self-train round {r + 1}: done before, kept")

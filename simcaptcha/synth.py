@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import product
@@ -326,7 +327,7 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
             progress(size)
 
     workers = min(workers or os.cpu_count() or 1, len(chunks))
-    if workers <= 1:
+    if workers <= 1 or not _spawn_can_start():
         for k, size, chunk_seed in chunks:
             store(k, size, _render_chunk(background, config, size, chunk_seed))
         return SyntheticPool(x, labels)
@@ -339,6 +340,12 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
         for future in as_completed(futures):
             store(*futures[future], future.result())
     return SyntheticPool(x, labels)
+
+
+def _spawn_can_start() -> bool:
+    """A spawned worker first re-runs the parent's main script; one read from stdin cannot be re-run."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or Path(main_file).is_file()
 
 
 def render_pool_with_bar(background: np.ndarray | None, config: SynthConfig, n: int, seed: int = 0, show: bool = True) -> SyntheticPool:

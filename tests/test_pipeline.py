@@ -110,3 +110,9 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     # round 2 trained its refined view in the first run and its raw view now: both times count
     assert resumed["stage_seconds"]["self-train 2"] > 1000.0
     assert resumed["seconds_this_run"] <= resumed["total_seconds"]
+
+    # resuming a finished run trains nothing, so it renders no synthetic pool either
+    result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--real-fraction", "0.75", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "the synthetic pool is not rendered" in result.output
+    assert json.loads((out / "report.json").read_text())["stage_seconds"]["synth"] == resumed["stage_seconds"]["synth"]

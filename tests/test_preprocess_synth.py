@@ -1,6 +1,7 @@
 """Preprocessing, background estimation and the synthesizer."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -106,6 +107,14 @@ def test_pool_is_the_same_for_any_worker_count(background):
     # a chunk is what the synthesizer renders for that chunk's seed
     images, texts = Synthesizer(background).render_batch(6, (4, 888_888_888, 1))
     assert np.array_equal(one.x[6:12], preprocess(images)) and [decode(row) for row in one.labels[6:12]] == texts
+
+
+def test_pool_renders_in_process_when_the_main_script_cannot_be_rerun(background, monkeypatch):
+    # spawned workers re-run the main script first; `python - <<EOF` has none to re-run
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "<stdin>", raising=False)
+    pool = render_pool(background, SynthConfig(), 8, seed=4, workers=2, chunk=4)
+    alone = render_pool(background, SynthConfig(), 8, seed=4, workers=1, chunk=4)
+    assert np.array_equal(pool.x, alone.x) and np.array_equal(pool.labels, alone.labels)
 
 
 def test_pool_batches_cover_every_captcha_each_pass_and_resume(background):
