@@ -279,7 +279,7 @@ def train_classifier(
         return loss
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
-    batches = training_batches(synth, background, cfg.batch_size - n_extra, cfg.seed, start, pool, cfg.synthetic_pool, progress)
+    batches = training_batches(synth, cfg.batch_size - n_extra, cfg.seed, start, pool, cfg.synthetic_pool, progress)
     rng = np.random.default_rng((cfg.seed, start, 7))
 
     val_images, val_texts = synth.render_batch(cfg.val_size, (cfg.seed, 999_999_999))

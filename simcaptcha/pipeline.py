@@ -102,9 +102,10 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     stage_done("mask")
 
     refiner_path = out / "refiner" / "refiner.keras"
+    refiner_kept = resume and refiner_path.is_file()
     classifier_dirs = [out / "classifier_refined", out / "classifier_raw"]
     classifier_dirs += [d for r in range(cfg.selftrain_rounds) for d in round_run_dirs(out, r, cfg).values()]
-    all_trained = resume and refiner_path.is_file() and all(is_done(d) for d in classifier_dirs)
+    all_trained = refiner_kept and all(is_done(d) for d in classifier_dirs)
     pool = None
     if cfg.synthetic_pool and all_trained:
         log("every model is trained already: the synthetic pool is not rendered")
@@ -122,7 +123,6 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
 
     # Stage configs record the pool's size; the stages draw from the one rendered above.
     simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path), synthetic_pool=cfg.synthetic_pool)
-    refiner_kept = resume and refiner_path.is_file()
     if not refiner_kept:
         train_refiner(simgan, real_x, out / "refiner", resume=resume, pool=pool, progress=progress, log=log)
     stage_done("refine-train", kept=refiner_kept)

@@ -90,7 +90,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
 
     background = load_background(cfg.mask) if cfg.mask else None
     synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
-    stream = training_batches(synth, background, cfg.batch_size, cfg.seed, cfg.batches_before(start), pool, cfg.synthetic_pool, progress)
+    stream = training_batches(synth, cfg.batch_size, cfg.seed, cfg.batches_before(start), pool, cfg.synthetic_pool, progress)
 
     @tf.function
     def pretrain_refiner_step(syn):

@@ -356,12 +356,14 @@ def render_pool_with_bar(background: np.ndarray | None, config: SynthConfig, n: 
         return render_pool(background, config, n, seed=seed, progress=bar.update)
 
 
-def training_batches(synth: Synthesizer, background: np.ndarray | None, batch_size: int, seed: int, start: int = 0,
+def training_batches(synth: Synthesizer, batch_size: int, seed: int, start: int = 0,
                      pool: SyntheticPool | None = None, pool_size: int = 0, progress: bool = True):
     """The synthetic batches of a training run from batch `start` on: from `pool` if given, else from a
-    pool of `pool_size` rendered here (the same one again on resume), else rendered in a background thread.
+    pool of `pool_size` rendered here by `synth`'s background and config (the same one again on resume),
+    else rendered in a background thread.
     """
     if pool is None and pool_size:
+        background = None if synth.background is None else np.asarray(synth.background)
         pool = render_pool_with_bar(background, synth.config, pool_size, seed=seed, show=progress)
     if pool is not None:
         return pool.batches(batch_size, seed=seed, start=start)
