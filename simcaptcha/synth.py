@@ -333,12 +333,25 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
         return SyntheticPool(x, labels)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    # spawn, not fork: the parent runs TensorFlow's thread pools, which a forked child must not inherit.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_render_chunk, background, config, size, chunk_seed): (k, size) for k, size, chunk_seed in chunks}
-        for future in as_completed(futures):
-            store(*futures[future], future.result())
+    done = set()
+    try:
+        # spawn, not fork: the parent runs TensorFlow's thread pools, which a forked child must not inherit.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_render_chunk, background, config, size, chunk_seed): (k, size, chunk_seed)
+                       for k, size, chunk_seed in chunks}
+            for future in as_completed(futures):
+                store(*futures[future][:2], future.result())
+                done.add(futures[future])
+    except BrokenProcessPool:
+        # A main script without `if __name__ == "__main__":` starts its work again in each worker,
+        # which then fails; the chunks left are rendered here instead (each from its own seed, so
+        # the pool is the same).
+        print("synthetic pool: worker processes failed to start; rendering in this process", file=sys.stderr)
+        for k, size, chunk_seed in chunks:
+            if (k, size, chunk_seed) not in done:
+                store(k, size, _render_chunk(background, config, size, chunk_seed))
     return SyntheticPool(x, labels)
 
 

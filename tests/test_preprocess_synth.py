@@ -1,6 +1,7 @@
 """Preprocessing, background estimation and the synthesizer."""
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -115,6 +116,24 @@ def test_pool_renders_in_process_when_the_main_script_cannot_be_rerun(background
     pool = render_pool(background, SynthConfig(), 8, seed=4, workers=2, chunk=4)
     alone = render_pool(background, SynthConfig(), 8, seed=4, workers=1, chunk=4)
     assert np.array_equal(pool.x, alone.x) and np.array_equal(pool.labels, alone.labels)
+
+
+def test_pool_renders_in_process_when_workers_fail_to_start(tmp_path):
+    # without a main guard, each spawned worker re-runs the script, tries to start workers of its
+    # own and dies: the pool is rendered in the parent instead, the same as with one worker
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from simcaptcha.synth import SynthConfig, render_pool\n"
+        "pool = render_pool(None, SynthConfig(), 8, seed=4, workers=2, chunk=4)\n"
+        f"np.savez({str(tmp_path / 'pool.npz')!r}, x=pool.x, labels=pool.labels)\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "rendering in this process" in run.stderr
+    alone = render_pool(None, SynthConfig(), 8, seed=4, workers=1, chunk=4)
+    saved = np.load(tmp_path / "pool.npz")
+    assert np.array_equal(saved["x"], alone.x) and np.array_equal(saved["labels"], alone.labels)
 
 
 def test_pool_batches_cover_every_captcha_each_pass_and_resume(background):
