@@ -19,6 +19,7 @@ from .simgan import SimGANConfig
 
 SIMGAN_DEFAULTS = SimGANConfig()
 CLASSIFIER_DEFAULTS = ClassifierConfig()
+WIDTH_HELP = "Classifier width: multiplies its convolution channels and hidden units (2.0: about 4x the weights, about 2.4x slower to train)."
 PIPELINE_DEFAULTS = PipelineConfig()
 POOL_HELP = "Synthetic captchas to render once up front, one process per core, and draw every batch from (0: render each batch beside training, slower on few cores)."
 
@@ -278,6 +279,7 @@ def train(
         CLASSIFIER_DEFAULTS.shared_head, "--shared-head/--per-position-heads",
         help="One character reader shared by the four character windows, or a separate head for each position.",
     ),
+    width: float = typer.Option(CLASSIFIER_DEFAULTS.width, min=0.25, max=8.0, help=WIDTH_HELP),
     synthetic_pool: int = typer.Option(CLASSIFIER_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
@@ -296,7 +298,7 @@ def train(
     cfg = ClassifierConfig(
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, eval_every=eval_every,
         mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
-        refiner=str(refiner_path) if refiner_path else None, shared_head=shared_head, synthetic_pool=synthetic_pool,
+        refiner=str(refiner_path) if refiner_path else None, shared_head=shared_head, width=width, synthetic_pool=synthetic_pool,
     )
     metrics = train_classifier(cfg, out, resume=resume, real_eval=real_eval, log=typer.echo)
     typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -427,6 +429,7 @@ def pipeline(
     shift: int = typer.Option(PIPELINE_DEFAULTS.selftrain_shift, min=0, max=10, help="Pixels by which pseudo-labelled real captchas are randomly moved in each self-training batch (0: not moved)."),
     real_fraction: float = typer.Option(PIPELINE_DEFAULTS.selftrain_fraction, min=0.0, max=0.95, help="Share of each self-training batch taken from pseudo-labelled real captchas; the rest is synthetic (refined for the refined view)."),
     min_pseudo_labels: int = typer.Option(PIPELINE_DEFAULTS.min_pseudo_labels, min=1, help="Fewest pseudo-labelled captchas a self-training round needs; with fewer it is skipped."),
+    width: float = typer.Option(PIPELINE_DEFAULTS.classifier_width, min=0.25, max=8.0, help=WIDTH_HELP + " Both views."),
     balance: bool = typer.Option(PIPELINE_DEFAULTS.balance_classes, "--balance/--no-balance", help="Reweight each view's class probabilities so its picks on the real captchas are uniform over the alphabet before pseudo-labelling."),
     average_views: bool = typer.Option(
         PIPELINE_DEFAULTS.average_views, "--average-views/--refined-view-only",
@@ -452,7 +455,7 @@ def pipeline(
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
-                         synthetic_pool=synthetic_pool)
+                         classifier_width=width, synthetic_pool=synthetic_pool)
     report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

@@ -26,6 +26,7 @@ class PipelineConfig:
     refiner_steps: int = 300
     classifier_steps: int = 1500  # on refined synthetic captchas
     raw_view_steps: int = 1200  # second view for self-training, on raw synthetic captchas
+    classifier_width: float = 1.0  # ClassifierConfig.width of both views
     selftrain_steps: int = 700  # fine-tuning steps per view and round, on synthetic + pseudo-labelled real
     selftrain_rounds: int = 2  # pseudo-label -> fine-tune rounds; both views learn from each round but the last
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
@@ -127,7 +128,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
         train_refiner(simgan, real_x, out / "refiner", resume=resume, pool=pool, progress=progress, log=log)
     stage_done("refine-train", kept=refiner_kept)
 
-    base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path), synthetic_pool=cfg.synthetic_pool)
+    base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path), width=cfg.classifier_width, synthetic_pool=cfg.synthetic_pool)
     refined_cfg = replace(base, steps=cfg.classifier_steps, refiner=str(refiner_path))
     kept = is_done(out / "classifier_refined")
     report["refined"] = classifier_stage(refined_cfg, out / "classifier_refined")

@@ -23,6 +23,14 @@ def test_classifier_has_four_named_heads():
     np.testing.assert_allclose(np.asarray(out[0]).sum(-1), 1.0, rtol=1e-5)
 
 
+def test_width_scales_channels_and_hidden_units():
+    small = ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4)
+    base, wide = build_classifier(small), build_classifier(ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4, width=2.0))
+    assert [wide.get_layer(n).get_config()["filters"] for n in ["conv_0", "conv_1", "bottleneck"]] == [8, 16, 8]
+    assert wide.get_layer("features").get_config()["units"] == 16
+    assert wide.count_params() > 3 * base.count_params()
+
+
 def test_head_windows_follow_character_places():
     windows = head_windows(12, 6)
     assert windows[0][0] == 0 and windows[-1][1] == 12
@@ -143,6 +151,7 @@ def test_train_resume_continues(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["synthetic_pool"] == 10  # a resumed run renders the same pool again
     cfg["steps"] = 6  # extend the finished run, as a killed run would be continued
+    del cfg["width"]  # a run saved before the width setting resumes at width 1
     (out / "config.json").write_text(json.dumps(cfg))
     result = runner.invoke(app, ["train", "-o", str(out), "--resume"])
     assert result.exit_code == 0 and "resuming from step 4" in result.output

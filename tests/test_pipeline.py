@@ -72,7 +72,7 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     args = [
         "pipeline", str(challenge_dir), str(held_out), "-o", str(tmp_path / "out"),
         "--eval-real", str(held_out), "--eval-labels", str(challenge_dir.parent / "labels.json"),
-        "--refiner-steps", "2", "--classifier-steps", "4", "--raw-view-steps", "3", "--selftrain-steps", "2", "--min-pseudo-labels", "1", "--synthetic-pool", "300", "--rounds", "2", "--threshold", "0",
+        "--refiner-steps", "2", "--classifier-steps", "4", "--raw-view-steps", "3", "--selftrain-steps", "2", "--min-pseudo-labels", "1", "--synthetic-pool", "300", "--width", "0.5", "--rounds", "2", "--threshold", "0",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -89,6 +89,9 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert len(json.loads((out / "solutions.json").read_text())["solutions"]) == 40
     assert set(report["stage_seconds"]) >= {"mask", "synth", "refine-train", "solve"}
     assert json.loads((out / "pipeline.json").read_text())["synthetic_pool"] == 300
+    for view in ["classifier_refined", "classifier_raw", "selftrain_2_a"]:  # --width reaches both views and their rounds
+        model = keras.models.load_model(out / view / "classifier.keras", compile=False)
+        assert model.get_layer("conv_0").get_config()["filters"] == 8, view
     # the final model averages both views, and is scored on the held-out captchas
     assert report["final"]["averaged_views"] is True and 0 <= report["final"]["val/real_captcha_acc"] <= 1
     assert {"member_0", "member_1"} <= {layer.name for layer in keras.models.load_model(out / "model/classifier.keras", compile=False).layers}
