@@ -5,6 +5,7 @@ synthetic-only, refined, and refined + self-training classifiers on its 1,000 la
 
     python scripts/bench_pipeline.py -o runs/bench            # runs the pipeline (16.0 min here, seed 0)
     python scripts/bench_pipeline.py -o runs/bench --report   # prints the table of a finished run
+    python scripts/bench_pipeline.py -o runs/wide2 --width 2  # other options go to `simcaptcha pipeline`
 """
 
 from __future__ import annotations
@@ -61,15 +62,15 @@ def main():
     parser.add_argument("-o", "--out", type=Path, default=Path("runs/bench"), help="pipeline output folder")
     parser.add_argument("--report", action="store_true", help="only print the table of a finished run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="more options for `simcaptcha pipeline`")
-    args = parser.parse_args()
+    # Any other option goes to `simcaptcha pipeline` as it is (for example --width 2).
+    args, extra = parser.parse_known_args()
     if not args.report:
         if not (DATA / "challenges").is_dir():
             sys.exit(f"error: {DATA}: HackMIT data not found")
         train = [str(DATA / "challenges" / f"challenge-{i}") for i in range(14)]
         held = DATA / "challenges" / "challenge-14"
         cmd = ["simcaptcha", "pipeline", *train, "-o", str(args.out), "--seed", str(args.seed),
-               "--eval-real", str(held), "--eval-labels", str(DATA / "dev-labels.json"), *args.extra]
+               "--eval-real", str(held), "--eval-labels", str(DATA / "dev-labels.json"), *extra]
         subprocess.run(cmd, check=True)
     print(table(json.loads((args.out / "report.json").read_text())))
 
