@@ -12,7 +12,7 @@ from simcaptcha.solver import SolveResult, Solution, evaluate
 
 runner = CliRunner()
 
-SHIPPED_MODEL_FLOOR = 0.94  # challenge-14 captcha accuracy of simcaptcha/models, measured 95.3%
+SHIPPED_MODEL_FLOOR = 0.95  # challenge-14 captcha accuracy of simcaptcha/models, measured 96.6%
 
 
 def test_classifier_has_four_named_heads():
