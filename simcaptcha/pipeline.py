@@ -26,7 +26,7 @@ class PipelineConfig:
     refiner_steps: int = 300
     classifier_steps: int = 1500  # on refined synthetic captchas
     raw_view_steps: int = 1200  # second view for self-training, on raw synthetic captchas
-    classifier_width: float = 1.0  # ClassifierConfig.width of both views
+    classifier_width: float = 1.5  # ClassifierConfig.width of both views: 92.2% vs 87.5% at 1.0, 16.5 vs 16.0 min (seed 0)
     selftrain_steps: int = 700  # fine-tuning steps per view and round, on synthetic + pseudo-labelled real
     selftrain_rounds: int = 2  # pseudo-label -> fine-tune rounds; both views learn from each round but the last
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
