@@ -65,10 +65,10 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
     import keras
     from keras import layers
 
-    inputs = keras.Input((IMAGE_HEIGHT, IMAGE_WIDTH, 1), name="image")
     def scaled(channels: int) -> int:
         return max(1, round(channels * cfg.width))
 
+    inputs = keras.Input((IMAGE_HEIGHT, IMAGE_WIDTH, 1), name="image")
     x = inputs
     for i, f in enumerate(map(scaled, cfg.filters)):
         stride = cfg.stem_stride if i == 0 else 1
