@@ -3,7 +3,7 @@
 Trains on challenge-0..13 only (unlabelled), holds challenge-14 out of all training, and scores
 synthetic-only, refined, and refined + self-training classifiers on its 1,000 labels.
 
-    python scripts/bench_pipeline.py -o runs/bench            # runs the pipeline (16.5 min here, seed 0)
+    python scripts/bench_pipeline.py -o runs/bench            # runs the pipeline (16.5-18.5 min here)
     python scripts/bench_pipeline.py -o runs/bench --report   # prints the table of a finished run
     python scripts/bench_pipeline.py -o runs/wide2 --width 2  # other options go to `simcaptcha pipeline`
 """
