@@ -237,7 +237,8 @@ def train_classifier(
     extra_data: preprocessed images and (N, 4) labels (pseudo-labelled real captchas, -1 for an
     unknown character, which is left out of the loss) mixed into each batch at `extra_fraction`. init_model: start from these weights (fine-tuning).
     pool: draw the synthetic part of each batch from these pre-rendered captchas (a pipeline shares one
-    between stages); without it, cfg.synthetic_pool captchas are rendered here when set.
+    between stages); without it, cfg.synthetic_pool captchas are rendered here when set. A pool
+    refined by cfg.refiner (SyntheticPool.refined) is drawn from as it is.
     """
     import keras
     import tensorflow as tf
@@ -255,6 +256,9 @@ def train_classifier(
     background = load_background(cfg.mask) if cfg.mask else None
     synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
     refiner = keras.models.load_model(cfg.refiner, compile=False) if cfg.refiner else None
+    pool_refined = pool is not None and pool.refined_by is not None
+    if pool_refined and not (cfg.refiner and Path(pool.refined_by).resolve() == Path(cfg.refiner).resolve()):
+        raise ValueError(f"the synthetic pool was refined by {pool.refined_by}, but this run's refiner is {cfg.refiner}")
 
     model = keras.models.load_model(init_model, compile=False) if init_model else build_classifier(cfg)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02)
@@ -306,7 +310,7 @@ def train_classifier(
     t0, loss_avg = time.time(), None
     for step in range(start, cfg.steps):
         x, y = next(batches)
-        if refiner is not None:
+        if refiner is not None and not pool_refined:
             x = refine(x)
         if n_extra:
             pick = rng.integers(0, len(extra_data[0]), n_extra)

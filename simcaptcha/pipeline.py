@@ -116,11 +116,18 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
         pool = render_pool_with_bar(load_background(mask_path), SynthConfig(), cfg.synthetic_pool, seed=cfg.seed, show=progress)
         stage_done("synth")
 
+    refined_pools = {}  # refiner path -> the pool refined once, drawn from by every refined-view stage
+
     def classifier_stage(stage_cfg, run_dir, **kwargs):
         if is_done(run_dir):
             log(f"{run_dir}: done before, kept")
             return json.loads((run_dir / "metrics.json").read_text())
-        return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, pool=pool, progress=progress, log=log, **kwargs)
+        stage_pool = pool
+        if pool is not None and stage_cfg.refiner:
+            if stage_cfg.refiner not in refined_pools:
+                refined_pools[stage_cfg.refiner] = pool.refined(stage_cfg.refiner)
+            stage_pool = refined_pools[stage_cfg.refiner]
+        return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, pool=stage_pool, progress=progress, log=log, **kwargs)
 
     # Stage configs record the pool's size; the stages draw from the one rendered above.
     simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path), synthetic_pool=cfg.synthetic_pool)

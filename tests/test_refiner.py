@@ -142,3 +142,22 @@ def test_refine_train_errors(tmp_path, challenge_dir):
     Image.new("RGB", (64, 64)).save(bad / "a.png")
     r = CliRunner().invoke(app, ["refine-train", "--real", str(bad), "-o", str(tmp_path / "o")])
     assert r.exit_code != 0 and "64x64" in r.output and "Traceback" not in r.output
+
+
+def test_refined_pool_holds_its_refiners_output_and_serves_only_that_refiner(tmp_path, background):
+    from simcaptcha.classifier import ClassifierConfig, train_classifier
+    from simcaptcha.refiner import refine_images
+    from simcaptcha.synth import SynthConfig, render_pool
+
+    refiner_path, other_path = tmp_path / "refiner.keras", tmp_path / "other.keras"
+    refiner = build_refiner(TINY)
+    refiner.save(refiner_path)
+    build_refiner(TINY).save(other_path)
+    pool = render_pool(background, SynthConfig(), 6, seed=1, workers=1)
+    refined = pool.refined(str(refiner_path), batch_size=4)  # two batches, the last one short
+    assert refined.refined_by == str(refiner_path) and pool.refined_by is None
+    assert np.allclose(refined.x, refine_images(refiner, pool.x), atol=1e-5)
+    assert not np.allclose(refined.x, pool.x) and np.array_equal(refined.labels, pool.labels)
+    cfg = ClassifierConfig(steps=2, batch_size=4, eval_every=2, val_size=4, refiner=str(other_path))
+    with pytest.raises(ValueError, match="refined by"):
+        train_classifier(cfg, tmp_path / "run", pool=refined, progress=False, log=lambda *_: None)
