@@ -130,14 +130,14 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Preprocessed images -> (N, 4, 36) probabilities."""
     import tensorflow as tf
 
-    infer = _inference_fn(model)
+    infer = compiled_forward(model)
     out = [infer(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     if not out:
         return np.zeros((0, CAPTCHA_LENGTH, NUM_CLASSES), np.float32)
     return np.concatenate([np.stack([h.numpy() for h in o], axis=1) for o in out])
 
 
-def _inference_fn(model):
+def compiled_forward(model):
     """A compiled forward pass for `model`, built once and kept on the model itself.
 
     Kept as a plain attribute (not tracked by Keras), so it goes away with the model instead of
