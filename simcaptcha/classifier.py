@@ -245,16 +245,19 @@ def train_classifier(
     from tqdm import tqdm
 
     from .preprocess import load_background
-    from .synth import SynthConfig, Synthesizer, training_batches
+    from .synth import SynthConfig, Synthesizer, render_pool_with_bar, training_batches
 
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
         cfg = run.load_config(ClassifierConfig)
     run.save_config(cfg)
-    keras.utils.set_random_seed(cfg.seed)
-
     background = load_background(cfg.mask) if cfg.mask else None
     synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
+    if pool is None and cfg.synthetic_pool and cfg.refiner:
+        # The pool training_batches would render, refined once instead of batch by batch; made
+        # before seeding, as a pool passed in is, so that the seeded run is the same.
+        pool = render_pool_with_bar(background, synth.config, cfg.synthetic_pool, seed=cfg.seed, show=progress).refined(cfg.refiner)
+    keras.utils.set_random_seed(cfg.seed)
     refiner = keras.models.load_model(cfg.refiner, compile=False) if cfg.refiner else None
     pool_refined = pool is not None and pool.refined_by is not None
     if pool_refined and not (cfg.refiner and Path(pool.refined_by).resolve() == Path(cfg.refiner).resolve()):

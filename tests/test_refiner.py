@@ -161,3 +161,24 @@ def test_refined_pool_holds_its_refiners_output_and_serves_only_that_refiner(tmp
     cfg = ClassifierConfig(steps=2, batch_size=4, eval_every=2, val_size=4, refiner=str(other_path))
     with pytest.raises(ValueError, match="refined by"):
         train_classifier(cfg, tmp_path / "run", pool=refined, progress=False, log=lambda *_: None)
+
+
+def test_a_run_that_renders_its_own_pool_refines_it_once(tmp_path, monkeypatch):
+    import keras
+
+    from simcaptcha.classifier import ClassifierConfig, train_classifier
+    from simcaptcha.synth import SynthConfig, SyntheticPool, render_pool
+
+    refiner_path = tmp_path / "refiner.keras"
+    build_refiner(TINY).save(refiner_path)
+    cfg = ClassifierConfig(steps=2, batch_size=4, eval_every=2, val_size=4, width=0.25, refiner=str(refiner_path), synthetic_pool=8, seed=3)
+    given = render_pool(None, SynthConfig(), 8, seed=cfg.seed, workers=1).refined(str(refiner_path))
+    train_classifier(cfg, tmp_path / "given", pool=given, progress=False, log=lambda *_: None)
+
+    calls = []
+    original = SyntheticPool.refined
+    monkeypatch.setattr(SyntheticPool, "refined", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    train_classifier(cfg, tmp_path / "own", progress=False, log=lambda *_: None)
+    assert len(calls) == 1
+    weights = [keras.models.load_model(tmp_path / d / "classifier.keras", compile=False).get_weights() for d in ("given", "own")]
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(*weights))
