@@ -429,7 +429,11 @@ def pipeline(
     shift: int = typer.Option(PIPELINE_DEFAULTS.selftrain_shift, min=0, max=10, help="Pixels by which pseudo-labelled real captchas are randomly moved in each self-training batch (0: not moved)."),
     real_fraction: float = typer.Option(PIPELINE_DEFAULTS.selftrain_fraction, min=0.0, max=0.95, help="Share of each self-training batch taken from pseudo-labelled real captchas; the rest is synthetic (refined for the refined view)."),
     min_pseudo_labels: int = typer.Option(PIPELINE_DEFAULTS.min_pseudo_labels, min=1, help="Fewest pseudo-labelled captchas a self-training round needs; with fewer it is skipped."),
-    width: float = typer.Option(PIPELINE_DEFAULTS.classifier_width, min=0.25, max=8.0, help=WIDTH_HELP + " Both views."),
+    width: float = typer.Option(
+        PIPELINE_DEFAULTS.classifier_width, min=0.25, max=8.0,
+        help=WIDTH_HELP + " Both views. With --resume and another width than the run's views, the next rounds train fresh classifiers of this width (--student-steps) on the pseudo-labels instead of fine-tuning.",
+    ),
+    student_steps: int = typer.Option(PIPELINE_DEFAULTS.student_steps, min=1, help="Steps of a fresh classifier trained from scratch on a round's pseudo-labels, where --resume changes --width."),
     balance: bool = typer.Option(PIPELINE_DEFAULTS.balance_classes, "--balance/--no-balance", help="Reweight each view's class probabilities so its picks on the real captchas are uniform over the alphabet before pseudo-labelling."),
     average_views: bool = typer.Option(
         PIPELINE_DEFAULTS.average_views, "--average-views/--refined-view-only",
@@ -455,7 +459,7 @@ def pipeline(
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
-                         classifier_width=width, synthetic_pool=synthetic_pool)
+                         classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool)
     report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

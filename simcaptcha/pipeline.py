@@ -32,6 +32,9 @@ class PipelineConfig:
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
     selftrain_fraction: float = 0.5  # share of each fine-tuning batch taken from pseudo-labelled real captchas
     selftrain_learning_rate: float = 5e-4
+    # A view whose width is not classifier_width (a run resumed with another --width) is not
+    # fine-tuned: a fresh classifier of the new width learns the round's pseudo-labels from scratch.
+    student_steps: int = 3000
     selftrain_shift: int = 2  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
     balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling
@@ -49,6 +52,11 @@ def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
     """The views trained in self-training round r (from 0): both, except in the last round (only the refined view)."""
     trained = ["a"] if r == cfg.selftrain_rounds - 1 else ["a", "b"]
     return {k: out / f"selftrain_{r + 1}_{k}" for k in trained}
+
+
+def view_width(classifier_path: Path) -> float:
+    """The width a view was trained at, from the config.json of its run folder."""
+    return float(json.loads((Path(classifier_path).parent / "config.json").read_text()).get("width", 1.0))
 
 
 def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
@@ -187,9 +195,14 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
             stage_done(f"self-train {r + 1}")
             continue
         for k, run_dir in run_dirs.items():
-            st_cfg = replace(view_cfgs[k], steps=cfg.selftrain_steps, learning_rate=cfg.selftrain_learning_rate, extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"))
+            fresh = not is_done(run_dir) and view_width(view_paths[k]) != cfg.classifier_width
+            if fresh:
+                log(f"{run_dir}: the view before it is {view_width(view_paths[k]):g} wide, so a fresh width-{cfg.classifier_width:g} classifier learns from scratch")
+            schedule = {"steps": cfg.student_steps} if fresh else {"steps": cfg.selftrain_steps, "learning_rate": cfg.selftrain_learning_rate}
+            st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
             info[f"view_{k}"] = classifier_stage(
-                st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction, init_model=str(view_paths[k]),
+                st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
+                init_model=None if fresh else str(view_paths[k]),
             )
             view_paths[k] = run_dir / "classifier.keras"
         report["rounds"].append(info)

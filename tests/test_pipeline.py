@@ -119,3 +119,13 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "the synthetic pool is not rendered" in result.output
     assert json.loads((out / "report.json").read_text())["stage_seconds"]["synth"] == resumed["stage_seconds"]["synth"]
+
+    # resumed with another --width, the next views are fresh classifiers of that width, not fine-tuned
+    result = CliRunner().invoke(app, [*args[:-2], "--threshold", "0", "--rounds", "4", "--width", "0.75", "--student-steps", "3", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("learns from scratch") == 2  # round 3's raw view and round 4's refined view
+    for view in ["selftrain_3_b", "selftrain_4_a"]:
+        model = keras.models.load_model(out / view / "classifier.keras", compile=False)
+        assert model.get_layer("conv_0").get_config()["filters"] == 12, view
+        assert json.loads((out / view / "config.json").read_text())["steps"] == 3
+    assert json.loads((out / "report.json").read_text())["final"]["averaged_views"] is True
