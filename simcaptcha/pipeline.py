@@ -195,9 +195,10 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
             stage_done(f"self-train {r + 1}")
             continue
         for k, run_dir in run_dirs.items():
-            fresh = not is_done(run_dir) and view_width(view_paths[k]) != cfg.classifier_width
+            width_before = view_width(view_paths[k])
+            fresh = not is_done(run_dir) and width_before != cfg.classifier_width
             if fresh:
-                log(f"{run_dir}: the view before it is {view_width(view_paths[k]):g} wide, so a fresh width-{cfg.classifier_width:g} classifier learns from scratch")
+                log(f"{run_dir}: the view before it is {width_before:g} wide, so a fresh width-{cfg.classifier_width:g} classifier learns from scratch")
             schedule = {"steps": cfg.student_steps} if fresh else {"steps": cfg.selftrain_steps, "learning_rate": cfg.selftrain_learning_rate}
             st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
             info[f"view_{k}"] = classifier_stage(
