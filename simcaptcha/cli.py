@@ -363,15 +363,16 @@ def evaluate(
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG of the misread captchas (true -> answer, as served and as the network sees them); needs --captchas."),
     captchas: Optional[List[Path]] = typer.Option(None, "--captchas", help="The challenge files that were solved, for --sheet."),
     sheet_max: int = typer.Option(100, min=1, help="At most this many misread captchas on the --sheet."),
+    confidence: Optional[Path] = typer.Option(None, "--confidence", help="Per-captcha confidences for the accuracy of the most confident answers (what `solve --top K` keeps); default: <solutions>.confidence.json beside the solutions, where `solve` writes it."),
 ):
-    """Captcha and character accuracy, accuracy per position, most confused pairs.
+    """Captcha and character accuracy, accuracy per position, most confused pairs, and the accuracy of the most confident answers.
 
     Example: simcaptcha evaluate solutions.json --labels ../shared/data/hackmit/dev-labels.json
     --sheet misread.png --captchas ../shared/data/hackmit/challenges/challenge-14
     """
     import json
 
-    from .solver import evaluate as score
+    from .solver import accuracy_by_confidence, evaluate as score
 
     if sheet is not None and not captchas:
         fail("--sheet needs --captchas: the challenge files that were solved")
@@ -393,8 +394,31 @@ def evaluate(
     typer.echo("per position:       " + "  ".join(f"{i}: {a:.2%}" for i, a in enumerate(ev.per_position)))
     if ev.confusions:
         typer.echo("most confused (true -> predicted): " + ", ".join(f"{t}->{p} x{c}" for t, p, c in ev.confusions))
+    confidences = read_confidences(confidence, solutions)
+    if confidences is not None:
+        rows = accuracy_by_confidence(answers, wanted, confidences)
+        typer.echo("most confident answers: " + "  ".join(f"{share:.0%} ({n}): {acc:.2%}" for share, n, acc in rows))
     if sheet is not None:
         write_misread_sheet(sheet, captchas, answers, wanted, sheet_max)
+
+
+def read_confidences(path: Optional[Path], solutions: Path) -> Optional[dict]:
+    """The name -> confidence map of --confidence, or the one `solve` wrote beside the solutions (None if it did not)."""
+    import json
+
+    if path is None:
+        path = solutions.with_name(solutions.stem + ".confidence.json")
+        if not path.is_file():
+            return None
+    try:
+        confidences = json.loads(path.read_text())
+    except FileNotFoundError:
+        fail(f"{path}: no such file")
+    except ValueError:
+        fail(f"{path}: not JSON")
+    if not isinstance(confidences, dict) or not all(isinstance(v, (int, float)) for v in confidences.values()):
+        fail(f"{path}: expected a JSON name -> confidence map")
+    return confidences
 
 
 def write_misread_sheet(sheet: Path, captcha_paths: List[Path], answers: dict, truth: dict, most: int):

@@ -95,6 +95,29 @@ class Evaluation:
     missing: int  # labelled captchas without an answer
 
 
+# Shares of the answers, most confident first, that accuracy_by_confidence scores.
+CONFIDENCE_SHARES = (0.5, 0.8, 0.9, 0.95, 1.0)
+
+
+def accuracy_by_confidence(answers: dict[str, str], labels: dict[str, str], confidences: dict[str, float],
+                           shares=CONFIDENCE_SHARES) -> list[tuple[float, int, float]]:
+    """(share, count, captcha accuracy) of the most confident labelled answers, for each share.
+
+    What `solve --top K` buys: how right the K answers it keeps are. Answers without a
+    confidence rank last.
+    """
+    scored = [name for name in labels if name in answers]
+    if not scored:
+        raise InputError("no labelled answer to rank by confidence")
+    ranked = sorted(scored, key=lambda name: -confidences.get(name, -1.0))
+    rows = []
+    for share in shares:
+        count = max(1, round(share * len(ranked)))
+        right = sum(answers[name] == labels[name] for name in ranked[:count])
+        rows.append((share, count, right / count))
+    return rows
+
+
 def evaluate(answers: dict[str, str], labels: dict[str, str], top_confusions: int = 10) -> Evaluation:
     """Accuracy of answers (name -> text) on the labelled names; unanswered labels count as wrong."""
     from collections import Counter

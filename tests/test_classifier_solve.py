@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from simcaptcha.classifier import ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, head_windows, predict_probs, shift_randomly
 from simcaptcha.cli import app
-from simcaptcha.solver import SolveResult, Solution, evaluate
+from simcaptcha.solver import SolveResult, Solution, accuracy_by_confidence, evaluate
 
 runner = CliRunner()
 
@@ -124,6 +124,16 @@ def test_evaluate_counts_and_confusions():
     assert ("z", "2", 1) in ev.confusions
 
 
+def test_accuracy_by_confidence_scores_the_most_confident_first():
+    labels = {"a": "aaaa", "b": "bbbb", "c": "cccc", "d": "dddd", "e": "eeee"}
+    answers = {"a": "aaaa", "b": "bbbx", "c": "cccc", "d": "dddd"}  # e unanswered: not scored
+    confidences = {"a": 0.9, "b": 0.95, "c": 0.5}  # d has none: ranks last
+    rows = accuracy_by_confidence(answers, labels, confidences, shares=(0.25, 0.5, 1.0))
+    assert rows == [(0.25, 1, 0.0), (0.5, 2, 0.5), (1.0, 4, 0.75)]
+    with pytest.raises(Exception, match="no labelled answer"):
+        accuracy_by_confidence({"z": "zzzz"}, labels, {})
+
+
 def test_top_keeps_most_confident():
     r = SolveResult([Solution("a", "aaaa", 0.2), Solution("b", "bbbb", 0.9), Solution("c", "cccc", 0.5)])
     assert [s["name"] for s in r.contest_body(2)["solutions"]] == ["b", "c"]
@@ -175,6 +185,16 @@ def test_solve_and_evaluate(tmp_path, tiny_model, challenge_dir):
     result = runner.invoke(app, ["evaluate", str(out), "--labels", str(challenge_dir.parent / "labels.json")])
     assert result.exit_code == 0, result.output
     assert "captcha accuracy" in result.output and "per position" in result.output
+    # solve's confidences beside the solutions are read without being named
+    assert "most confident answers: 50% (15): " in result.output and "100% (30): " in result.output
+    labels_args = ["evaluate", str(out), "--labels", str(challenge_dir.parent / "labels.json")]
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    result = runner.invoke(app, [*labels_args, "--confidence", str(tmp_path / "bad.json")])
+    assert result.exit_code != 0 and "bad.json: expected a JSON name -> confidence map" in result.output
+    assert "Traceback" not in result.output
+    (tmp_path / "solutions.confidence.json").unlink()
+    result = runner.invoke(app, labels_args)
+    assert result.exit_code == 0 and "most confident" not in result.output
 
     # a sheet of the misread captchas (a tiny model misreads nearly all): one row each, at most --sheet-max
     sheet = tmp_path / "misread.png"
