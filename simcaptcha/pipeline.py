@@ -14,7 +14,7 @@ from .alphabet import ALPHABET
 from .challenges import InputError, LoadResult, write_json_atomic
 from .classifier import ClassifierConfig, RealEval, average_classifiers, predict_probs, score, train_classifier
 from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess, save_background
-from .runs import save_model_atomic
+from .runs import RunDir, save_model_atomic
 from .simgan import SimGANConfig, train_refiner
 from .solver import solve_loaded, write_solutions
 from .synth import SynthConfig, render_pool_with_bar
@@ -55,8 +55,8 @@ def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
 
 
 def view_width(classifier_path: Path) -> float:
-    """The width a view was trained at, from the config.json of its run folder."""
-    return float(json.loads((Path(classifier_path).parent / "config.json").read_text()).get("width", 1.0))
+    """The width a view was trained at, from the config of its run folder."""
+    return RunDir(Path(classifier_path).parent).load_config(ClassifierConfig).width
 
 
 def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
