@@ -11,15 +11,12 @@ synthetic-only, refined, and refined + self-training classifiers on its 1,000 la
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hackmit"
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def table(report: dict) -> str:

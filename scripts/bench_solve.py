@@ -4,16 +4,16 @@ Uses the shipped model unless --model is given; the captchas are synthetic unles
 """
 
 import argparse
-import os
 import time
 
 import numpy as np
 
+from simcaptcha import quiet
 from simcaptcha.challenges import Captcha, LoadResult, load_captchas
 from simcaptcha.solver import load_classifier, solve_loaded
 from simcaptcha.synth import Synthesizer, striped_background
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet.tensorflow()  # TensorFlow without its start-up chatter
 
 
 def main():

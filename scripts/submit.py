@@ -2,6 +2,7 @@
 
 Example: python scripts/submit.py solutions.json --url http://localhost:8000 --user alice
 The body is checked first (at most 15,000 entries, 4-character a-z0-9 solutions, unique names).
+It is sent once: if no answer comes, the outcome is reported as unknown and nothing is re-sent.
 Exit status 0 when the server gives a passcode, 1 otherwise.
 """
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from simcaptcha.contest import ContestClient, ContestError, check_solutions
+from simcaptcha.files import InputError, read_json
 
 
 def main(argv=None) -> int:
@@ -20,16 +22,13 @@ def main(argv=None) -> int:
     parser.add_argument("solutions", type=Path, help="solutions.json from `simcaptcha solve`")
     parser.add_argument("--url", required=True, help="base URL of the contest server")
     parser.add_argument("--user", required=True, help="contest user name")
-    parser.add_argument("--retries", type=int, default=3, help="retries of a request that could not connect")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server's answer; the submission is never sent twice")
     args = parser.parse_args(argv)
 
     try:
-        body = json.loads(args.solutions.read_text())
-    except FileNotFoundError:
-        print(f"error: {args.solutions}: no such file", file=sys.stderr)
-        return 1
-    except ValueError:
-        print(f"error: {args.solutions}: not JSON", file=sys.stderr)
+        body = read_json(args.solutions, what="solutions file")
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     problems = check_solutions(body)
     if problems:
@@ -39,7 +38,7 @@ def main(argv=None) -> int:
             print(f"error: ... and {len(problems) - 20} more problems", file=sys.stderr)
         return 1
     try:
-        reply = ContestClient(args.url, args.user, retries=args.retries).submit(body)
+        reply = ContestClient(args.url, args.user, timeout=args.timeout).submit(body)
     except ContestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

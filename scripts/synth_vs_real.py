@@ -10,12 +10,12 @@ should change. Real captchas are scored against labels (for evaluation only, nev
 
 import argparse
 import json
-import os
 from collections import Counter
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from simcaptcha import quiet
+from simcaptcha.alphabet import ALPHABET
 
-from simcaptcha.alphabet import ALPHABET  # noqa: E402
+quiet.tensorflow()  # TensorFlow without its start-up chatter
 
 
 def per_char_errors(pairs) -> dict[str, tuple[int, Counter]]:
@@ -73,7 +73,7 @@ def main():
 
 
 if __name__ == "__main__":
-    from simcaptcha.challenges import InputError
+    from simcaptcha.files import InputError
 
     try:
         main()

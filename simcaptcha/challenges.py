@@ -1,27 +1,35 @@
-"""Read and write contest challenge files and image folders, reporting bad entries one line each."""
+"""Read and write contest challenge files and image folders, reporting bad entries one line each.
+
+Everything read here is untrusted: a challenge file comes from a server, an image folder from a
+user. Each bad file or entry becomes one line naming the file (and entry) and is skipped; the
+rest is read. Names are checked before they can become file names; an image's declared size is
+checked from its header before any pixel is decoded.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import io
-import json
 import os
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
+from .files import InputError, check_file_stem, check_name, parse_json, read_json, shown
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp"}
+IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
+MAX_CHALLENGE_BYTES = 256 * 2**20  # a 1,000-captcha challenge file is about 3 MB
+MAX_IMAGE_BYTES = 8 * 2**20  # one captcha image, as a file or one entry's decoded bytes
 
-
-class InputError(Exception):
-    """A problem with the user's input that is reported in one line, without a traceback."""
+__all__ = ["Captcha", "LoadResult", "InputError", "decode_image", "load_captchas", "encode_challenge",
+           "parse_challenge", "read_challenge_file", "read_image_file", "read_labels"]
 
 
 @dataclass
@@ -36,6 +44,16 @@ class Captcha:
 class LoadResult:
     captchas: list[Captcha] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    _where: dict = field(default_factory=dict, repr=False)  # name -> where it was first read
+
+    def add(self, captcha: Captcha) -> None:
+        """Keep the first captcha of each name; a later one of the same name is a reported duplicate."""
+        first = self._where.get(captcha.name)
+        if first is not None:
+            self.errors.append(f"{captcha.source}: duplicate name (first read at {first}); skipped")
+            return
+        self._where[captcha.name] = captcha.source
+        self.captchas.append(captcha)
 
     def images(self) -> np.ndarray:
         if not self.captchas:
@@ -46,69 +64,109 @@ class LoadResult:
         return [c.name for c in self.captchas]
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Image bytes -> (50, 100, 3) uint8 RGB; ValueError says what is wrong."""
+class _WrongSize(Exception):
+    pass
+
+
+def decode_image(data: bytes, size: tuple[int, int] = (IMAGE_WIDTH, IMAGE_HEIGHT)) -> np.ndarray:
+    """Image bytes -> (height, width, 3) uint8 RGB; ValueError says what is wrong.
+
+    The format and the declared size are read from the header first: an image of the wrong
+    size (a decompression bomb among them) is refused before its pixels are decoded.
+    """
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f"image is {len(data) / 2**20:.1f} MB, more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            size = im.size
-            rgb = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            # The size check below refuses any size but the expected one before decoding; PIL's
+            # own warning for large declared sizes would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS)) as im:
+                if im.size != size:
+                    raise _WrongSize(f"image is {im.size[0]}x{im.size[1]}, expected {size[0]}x{size[1]}")
+                im.load()
+                rgb = np.asarray(im.convert("RGB"))
+    except _WrongSize as exc:
+        raise ValueError(str(exc)) from None
+    except Image.DecompressionBombError:
+        raise ValueError("image declares far more pixels than a captcha has (a decompression bomb?)") from None
+    except Exception as exc:  # PIL raises many kinds on corrupt data; every one is one bad entry
         raise ValueError(f"not a readable image ({exc.__class__.__name__})") from None
-    if size != (IMAGE_WIDTH, IMAGE_HEIGHT):
-        raise ValueError(f"image is {size[0]}x{size[1]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
+    if rgb.shape != (size[1], size[0], 3):
+        raise ValueError(f"image decodes to {rgb.shape}, expected {size[0]}x{size[1]} RGB")
     return rgb
+
+
+def parse_challenge(data: bytes, where: str, result: LoadResult) -> None:
+    """Append the captchas of one challenge document's bytes to `result`; bad entries become error lines."""
+    try:
+        doc = parse_json(data, where, "JSON challenge file")
+    except InputError as exc:
+        result.errors.append(str(exc))
+        return
+    entries = doc.get("images") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        result.errors.append(f'{where}: no "images" list')
+        return
+    for i, entry in enumerate(entries):
+        at = f"{where} entry {i}"
+        problem = check_name(entry.get("name") if isinstance(entry, dict) else None)
+        if problem:
+            result.errors.append(f"{at}: {problem}")
+            continue
+        at = f"{where} entry {i} ({entry['name']})"
+        b64 = entry.get("jpg_base64")
+        if not isinstance(b64, str):
+            result.errors.append(f"{at}: missing jpg_base64")
+            continue
+        if len(b64) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+            result.errors.append(f"{at}: image is more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit")
+            continue
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            result.errors.append(f"{at}: bad base64")
+            continue
+        try:
+            image = decode_image(data)
+        except ValueError as exc:
+            result.errors.append(f"{at}: {exc}")
+            continue
+        result.add(Captcha(entry["name"], image, at, data))
 
 
 def read_challenge_file(path: Path, result: LoadResult) -> None:
     """Append the captchas of one challenge file to `result`; bad entries become error lines."""
     try:
-        doc = json.loads(Path(path).read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        result.errors.append(f"{path}: not a JSON challenge file")
-        return
+        size = Path(path).stat().st_size
+        if size > MAX_CHALLENGE_BYTES:
+            result.errors.append(f"{path}: {size / 2**20:.0f} MB, more than the {MAX_CHALLENGE_BYTES / 2**20:.0f} MB a challenge file may have")
+            return
+        data = Path(path).read_bytes()
     except OSError as exc:
-        result.errors.append(f"{path}: cannot read ({exc.strerror})")
+        result.errors.append(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})")
         return
-    entries = doc.get("images") if isinstance(doc, dict) else None
-    if not isinstance(entries, list):
-        result.errors.append(f'{path}: no "images" list')
-        return
-    for i, entry in enumerate(entries):
-        where = f"{path} entry {i}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            result.errors.append(f"{where}: missing name")
-            continue
-        where = f"{path} entry {i} ({entry['name']})"
-        b64 = entry.get("jpg_base64")
-        if not isinstance(b64, str):
-            result.errors.append(f"{where}: missing jpg_base64")
-            continue
-        try:
-            data = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            result.errors.append(f"{where}: bad base64")
-            continue
-        try:
-            image = decode_image(data)
-        except ValueError as exc:
-            result.errors.append(f"{where}: {exc}")
-            continue
-        result.captchas.append(Captcha(entry["name"], image, where, data))
+    parse_challenge(data, str(path), result)
 
 
 def read_image_file(path: Path, result: LoadResult) -> None:
+    problem = check_file_stem(path.stem)
+    if problem:
+        result.errors.append(f"{path}: {problem}")
+        return
     try:
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise ValueError(f"file is more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB an image may have")
         data = Path(path).read_bytes()
         image = decode_image(data)
     except OSError as exc:
-        result.errors.append(f"{path}: cannot read ({exc.strerror})")
+        result.errors.append(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})")
         return
     except ValueError as exc:
         result.errors.append(f"{path}: {exc}")
         return
     jpeg = data if path.suffix.lower() in {".jpg", ".jpeg"} else None
-    result.captchas.append(Captcha(path.stem, image, str(path), jpeg))
+    result.add(Captcha(path.stem, image, str(path), jpeg))
 
 
 def _files_in(folder: Path) -> list[Path]:
@@ -118,14 +176,14 @@ def _files_in(folder: Path) -> list[Path]:
 def load_captchas(paths: Iterable[str | os.PathLike]) -> LoadResult:
     """Load captchas from challenge files, image files, or folders of either.
 
-    A missing path or an empty folder raises InputError; bad files and entries are
-    listed in `errors` and skipped.
+    A missing path or an empty folder raises InputError; bad files and entries are listed in
+    `errors` and skipped. A name read twice keeps its first captcha (the contest counts a name once).
     """
     result = LoadResult()
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            raise InputError(f"{path}: no such file or folder")
+            raise InputError(f"{shown(str(path), 200)[1:-1]}: no such file or folder")
         files = _files_in(path) if path.is_dir() else [path]
         if path.is_dir() and not files:
             raise InputError(f"{path}: folder is empty")
@@ -134,36 +192,27 @@ def load_captchas(paths: Iterable[str | os.PathLike]) -> LoadResult:
                 read_image_file(f, result)
             elif path.is_dir() and f.suffix.lower() not in {"", ".json"}:
                 continue  # a folder may hold labels.json, README and the like beside the data
-            elif f.name == "labels.json":
+            elif f.name == "labels.json" or f.name.endswith(".confidence.json"):
                 continue
             else:
                 read_challenge_file(f, result)
     return result
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to `path` through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=1).encode())
-
-
 def encode_challenge(named_jpegs: Iterable[tuple[str, bytes]]) -> dict:
     """[(name, jpeg bytes)] -> the contest's challenge document."""
     return {"images": [{"name": n, "jpg_base64": base64.b64encode(b).decode()} for n, b in named_jpegs]}
+
+
+def read_labels(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A JSON name -> text map of true answers, and one line for each entry that is not name -> text."""
+    doc = read_json(path, what="labels file")
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a JSON name -> text map, got a {type(doc).__name__}")
+    labels, errors = {}, []
+    for name, text in doc.items():
+        if isinstance(text, str) and text:
+            labels[name] = text
+        else:
+            errors.append(f"{path} entry {name!r}: label {str(text)[:20]!r} is not a text; skipped")
+    return labels, errors

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .alphabet import CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, decode
-from .challenges import write_json_atomic
+from .files import copy_atomic, write_json_atomic
 from .runs import RunDir, save_model_atomic
 
 if TYPE_CHECKING:
@@ -190,16 +190,14 @@ class RealEval:
 
 
 def load_real_eval(paths, labels_path) -> RealEval:
-    import json
-
-    from .challenges import load_captchas
+    from .challenges import load_captchas, read_labels
     from .preprocess import preprocess
 
-    labels = json.loads(Path(labels_path).read_text())
+    labels, _ = read_labels(Path(labels_path))
     loaded = load_captchas(paths)
     kept = [c for c in loaded.captchas if c.name in labels]
     if not kept:
-        from .challenges import InputError
+        from .files import InputError
 
         raise InputError(f"{labels_path}: no label matches a captcha in {', '.join(map(str, paths))}")
     x = preprocess(np.stack([c.image for c in kept]))
@@ -245,6 +243,7 @@ def train_classifier(
     from tqdm import tqdm
 
     from .preprocess import load_background
+    from .refiner import load_refiner
     from .synth import SynthConfig, Synthesizer, render_pool_with_bar, training_batches
 
     run = RunDir(out_dir)
@@ -258,7 +257,7 @@ def train_classifier(
         # before seeding, as a pool passed in is, so that the seeded run is the same.
         pool = render_pool_with_bar(background, synth.config, cfg.synthetic_pool, seed=cfg.seed, show=progress).refined(cfg.refiner)
     keras.utils.set_random_seed(cfg.seed)
-    refiner = keras.models.load_model(cfg.refiner, compile=False) if cfg.refiner else None
+    refiner = load_refiner(cfg.refiner) if cfg.refiner else None
     pool_refined = pool is not None and pool.refined_by is not None
     if pool_refined and not (cfg.refiner and Path(pool.refined_by).resolve() == Path(cfg.refiner).resolve()):
         raise ValueError(f"the synthetic pool was refined by {pool.refined_by}, but this run's refiner is {cfg.refiner}")
@@ -335,11 +334,8 @@ def train_classifier(
     if not metrics:
         metrics = evaluate(cfg.steps)
     save_model_atomic(model, run.path / "classifier.keras")
-    if cfg.refiner:
-        import shutil
-
-        if Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
-            shutil.copyfile(cfg.refiner, run.path / "refiner.keras")
+    if cfg.refiner and Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
+        copy_atomic(cfg.refiner, run.path / "refiner.keras")
     metrics["train/seconds"] = time.time() - t0
     write_json_atomic(run.path / "metrics.json", metrics)
     return metrics

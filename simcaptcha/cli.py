@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
-
 import typer
 
-from .challenges import InputError, LoadResult, load_captchas
+from . import quiet
+
+from .challenges import LoadResult, load_captchas
+from .files import InputError, refuse_overwriting_inputs
 from .classifier import ClassifierConfig
 from .pipeline import PipelineConfig
 from .preprocess import BACKGROUND_SAMPLE
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich tables cut long option names at 80 columns
     help="Solve text captchas with zero hand labels: synthesize, refine (SimGAN), train, solve.",
 )
 
@@ -36,6 +38,36 @@ PathsArg = typer.Argument(..., help="Challenge files (JSON, no extension needed)
 def fail(message: str, code: int = 1):
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a failed read or write: the path and the reason, as the system words it."""
+    where = exc.filename if exc.filename is not None else "output"
+    return f"{where}: {exc.strerror or exc.__class__.__name__}"
+
+
+def command(*args, tensorflow: bool = False, **kwargs):
+    """app.command, with every InputError or OSError the command raises turned into one `error:` line.
+
+    tensorflow: the command uses TensorFlow, which is imported first without its start-up chatter.
+    """
+
+    def register(fn):
+        @functools.wraps(fn)
+        def guarded(*a, **k):
+            quiet.filter_harmless_warnings()
+            if tensorflow:
+                quiet.tensorflow()
+            try:
+                return fn(*a, **k)
+            except InputError as exc:
+                fail(str(exc))
+            except OSError as exc:
+                fail(os_error_line(exc))
+
+        return app.command(*args, **kwargs)(guarded)
+
+    return register
 
 
 def load_or_fail(paths: List[Path]) -> LoadResult:
@@ -51,7 +83,7 @@ def load_or_fail(paths: List[Path]) -> LoadResult:
     return result
 
 
-@app.command()
+@command()
 def extract(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the images, one file per captcha named after it."),
@@ -61,28 +93,30 @@ def extract(
 
     Example: simcaptcha extract ../shared/data/hackmit/challenges -o real/
     """
-    from .challenges import write_atomic
-
-    result = load_or_fail(paths)
-    out.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
     import io
 
+    from PIL import Image
+
+    from .files import child_path, write_atomic
+
+    refuse_overwriting_inputs([out], paths)
+    result = load_or_fail(paths)
+    out.mkdir(parents=True, exist_ok=True)
     for c in result.captchas:
         if c.jpeg is not None and not png:
-            write_atomic(out / f"{c.name}.jpg", c.jpeg)
+            write_atomic(child_path(out, f"{c.name}.jpg"), c.jpeg)
         else:
             buf = io.BytesIO()
             Image.fromarray(c.image).save(buf, "PNG")
-            write_atomic(out / f"{c.name}.png", buf.getvalue())
+            write_atomic(child_path(out, f"{c.name}.png"), buf.getvalue())
     typer.echo(f"read {len(result.captchas)} captchas ({len(result.errors)} skipped), wrote them to {out}")
 
 
-@app.command()
+@command()
 def mask(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(..., "-o", "--out", help="Background PNG to write (stripes and noise lines)."),
-    limit: int = typer.Option(BACKGROUND_SAMPLE, help="Use at most this many captchas (the statistics settle long before)."),
+    limit: int = typer.Option(BACKGROUND_SAMPLE, min=3, help="Use at most this many captchas (the statistics settle long before)."),
 ):
     """Estimate one contest user's shared background and noise lines from their captchas.
 
@@ -92,6 +126,7 @@ def mask(
     """
     from .preprocess import estimate_background, line_mask, save_background
 
+    refuse_overwriting_inputs([out], paths)
     result = load_or_fail(paths)
     images = result.images()[:limit]
     try:
@@ -104,7 +139,7 @@ def mask(
     typer.echo(f"estimated the background from {len(images)} captchas: {int(line_mask(background).sum())} noise-line pixels; wrote {out}")
 
 
-@app.command()
+@command()
 def synth(
     n: int = typer.Argument(..., min=1, help="How many captchas to render."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for <index>.jpg files and labels.json."),
@@ -139,7 +174,7 @@ def make_synthesizer(mask_png: Optional[Path], fonts: Optional[List[Path]]):
         fail(f"{exc}")
 
 
-@app.command()
+@command(tensorflow=True)
 def preview(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="Contact sheet PNG to write."),
@@ -156,6 +191,7 @@ def preview(
     from .preprocess import preprocess
     from .viz import contact_sheet, save_png
 
+    refuse_overwriting_inputs([out], paths)
     real = load_or_fail(paths).images()[:count]
     synthetic, _ = make_synthesizer(mask_png, font).render_batch(count, seed)
     rows = [("real", real), ("synthetic", synthetic), ("real, input", preprocess(real)), ("synth, input", preprocess(synthetic))]
@@ -167,7 +203,7 @@ def preview(
     typer.echo(f"wrote {out}")
 
 
-@app.command("refine-train")
+@command("refine-train", tensorflow=True)
 def refine_train(
     real: List[Path] = typer.Option(..., "--real", help="Unlabelled real captchas: challenge files or folders (repeatable)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: refiner.keras, config.json, checkpoint, samples/, logs/."),
@@ -194,6 +230,7 @@ def refine_train(
     from .preprocess import estimate_background, preprocess, save_background
     from .simgan import train_refiner
 
+    refuse_overwriting_inputs([out], real)
     real_images = load_or_fail(real).images()
     real_x = preprocess(real_images)
     if mask_png is None and not resume:
@@ -211,7 +248,7 @@ def refine_train(
     typer.echo(f"wrote {out / 'refiner.keras'} after {result['seconds']:.0f} s; samples in {out / 'samples'}")
 
 
-@app.command()
+@command(tensorflow=True)
 def refine(
     in_dir: Path = typer.Argument(..., help="Folder of synthetic captchas with labels.json (from `simcaptcha synth`)."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the refined PNGs and their labels.json."),
@@ -223,18 +260,20 @@ def refine(
     Example: simcaptcha refine synth/ -o refined/ --refiner runs/refiner/refiner.keras
     """
     import io
-    import json
 
     from PIL import Image
 
-    from .challenges import write_atomic, write_json_atomic
+    from .files import child_path, read_json, write_atomic, write_json_atomic
     from .preprocess import preprocess, to_uint8
     from .refiner import load_refiner, refine_images
 
     labels_path = in_dir / "labels.json"
     if not labels_path.is_file():
         fail(f"{labels_path}: missing; refine expects a folder written by `simcaptcha synth`")
-    labels = json.loads(labels_path.read_text())
+    refuse_overwriting_inputs([out], [in_dir])
+    labels = read_json(labels_path, what="labels file")
+    if not isinstance(labels, dict):
+        fail(f"{labels_path}: expected a JSON file name -> text map")
     loaded = load_or_fail([in_dir])
     model = load_refiner(refiner_path)
     refined = to_uint8(refine_images(model, preprocess(loaded.images())))
@@ -243,7 +282,7 @@ def refine(
         file_name = f"{captcha.name}.png"
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, "PNG")
-        write_atomic(out / file_name, buf.getvalue())
+        write_atomic(child_path(out, file_name), buf.getvalue())
         for key in (f"{captcha.name}.jpg", f"{captcha.name}.png", captcha.name):
             if key in labels:
                 out_labels[file_name] = labels[key]
@@ -262,7 +301,7 @@ def load_eval_set(eval_real: Optional[List[Path]], eval_labels: Optional[Path]):
     return load_real_eval(eval_real, eval_labels)
 
 
-@app.command()
+@command(tensorflow=True)
 def train(
     out: Path = typer.Option(..., "-o", "--out", help="Model folder: classifier.keras (+ refiner.keras), config.json, checkpoint, logs/."),
     refiner_path: Optional[Path] = typer.Option(None, "--refiner", help="refiner.keras to pass every synthetic batch through; omit to train on raw synthetic captchas."),
@@ -304,7 +343,7 @@ def train(
     typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
-@app.command()
+@command(tensorflow=True)
 def ensemble(
     models: List[Path] = typer.Argument(..., help="Classifier models (.keras files or folders holding classifier.keras) to average."),
     out: Path = typer.Option(..., "-o", "--out", help="Model folder to write classifier.keras into (or a .keras path)."),
@@ -327,7 +366,7 @@ def ensemble(
     typer.echo(f"wrote {path}: the average of {len(loaded)} classifiers")
 
 
-@app.command()
+@command(tensorflow=True)
 def solve(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(Path("solutions.json"), "-o", "--out", help="Contest body to write; confidences go to <out>.confidence.json."),
@@ -340,8 +379,11 @@ def solve(
     """
     import time
 
-    from .solver import load_classifier, solve_loaded, write_solutions
+    from .solver import confidence_path_for, load_classifier, solve_loaded, write_solutions
 
+    refuse_overwriting_inputs([out, confidence_path_for(out)], paths)
+    if out.is_dir():
+        fail(f"{out}: is a folder; give the solutions file's path (for example {out / 'solutions.json'})")
     loaded = load_or_fail(paths)
     try:
         classifier = load_classifier(model)
@@ -355,7 +397,7 @@ def solve(
     typer.echo(f"solved {len(result.solutions)} captchas in {elapsed:.1f} s; wrote {kept} answers to {out} and confidences to {confidence_path}")
 
 
-@app.command()
+@command()
 def evaluate(
     solutions: Path = typer.Argument(..., help="solutions.json written by `simcaptcha solve`."),
     labels: Path = typer.Option(..., "--labels", help="JSON name -> text of the true answers."),
@@ -370,23 +412,20 @@ def evaluate(
     Example: simcaptcha evaluate solutions.json --labels ../shared/data/hackmit/dev-labels.json
     --sheet misread.png --captchas ../shared/data/hackmit/challenges/challenge-14
     """
-    import json
-
-    from .solver import accuracy_by_confidence, evaluate as score
+    from .challenges import read_labels
+    from .solver import accuracy_by_confidence, evaluate as score, read_answers
 
     if sheet is not None and not captchas:
         fail("--sheet needs --captchas: the challenge files that were solved")
-    try:
-        body = json.loads(solutions.read_text())
-        answers = {e["name"]: e["solution"] for e in body["solutions"]}
-        truth = json.loads(labels.read_text())
-    except FileNotFoundError as exc:
-        fail(f"{exc.filename}: no such file")
-    except (ValueError, KeyError, TypeError):
-        fail("cannot read the solutions or labels file: expected the contest body and a JSON name -> text map")
-    wanted = {k: v for k, v in truth.items() if k in answers} or truth
+    if sheet is not None:
+        refuse_overwriting_inputs([sheet], [solutions, labels, *captchas])
+    answers = read_answers(solutions)
+    truth, bad_labels = read_labels(labels)
+    for line in bad_labels:
+        typer.echo(f"skipped: {line}", err=True)
     if not set(answers) & set(truth):
         fail(f"no answer in {solutions} has a label in {labels}")
+    wanted = {k: v for k, v in truth.items() if k in answers}
     ev = score(answers, wanted, confusions)
     typer.echo(f"captchas evaluated: {ev.count} (labels without an answer: {len(truth) - len(wanted)})")
     typer.echo(f"captcha accuracy:   {ev.captcha_accuracy:.2%}")
@@ -394,7 +433,7 @@ def evaluate(
     typer.echo("per position:       " + "  ".join(f"{i}: {a:.2%}" for i, a in enumerate(ev.per_position)))
     if ev.confusions:
         typer.echo("most confused (true -> predicted): " + ", ".join(f"{t}->{p} x{c}" for t, p, c in ev.confusions))
-    confidences = read_confidences(confidence, solutions)
+    confidences = confidences_for(confidence, solutions)
     if confidences is not None:
         rows = accuracy_by_confidence(answers, wanted, confidences)
         typer.echo("most confident answers: " + "  ".join(f"{share:.0%} ({n}): {acc:.2%}" for share, n, acc in rows))
@@ -402,23 +441,24 @@ def evaluate(
         write_misread_sheet(sheet, captchas, answers, wanted, sheet_max)
 
 
-def read_confidences(path: Optional[Path], solutions: Path) -> Optional[dict]:
-    """The name -> confidence map of --confidence, or the one `solve` wrote beside the solutions (None if it did not)."""
-    import json
+def confidences_for(path: Optional[Path], solutions: Path) -> Optional[dict]:
+    """The name -> confidence map of --confidence, or the one `solve` wrote beside the solutions.
 
-    if path is None:
-        path = solutions.with_name(solutions.stem + ".confidence.json")
-        if not path.is_file():
-            return None
+    The default file is skipped with a warning when it is missing or belongs to other solutions
+    (a solve killed between its two writes); a file named by --confidence must be right.
+    """
+    from .solver import confidence_path_for, read_confidences
+
+    if path is not None:
+        return read_confidences(path, solutions)
+    path = confidence_path_for(solutions)
+    if not path.is_file():
+        return None
     try:
-        confidences = json.loads(path.read_text())
-    except FileNotFoundError:
-        fail(f"{path}: no such file")
-    except ValueError:
-        fail(f"{path}: not JSON")
-    if not isinstance(confidences, dict) or not all(isinstance(v, (int, float)) for v in confidences.values()):
-        fail(f"{path}: expected a JSON name -> confidence map")
-    return confidences
+        return read_confidences(path, solutions)
+    except InputError as exc:
+        typer.echo(f"warning: {exc}", err=True)
+        return None
 
 
 def write_misread_sheet(sheet: Path, captcha_paths: List[Path], answers: dict, truth: dict, most: int):
@@ -437,7 +477,7 @@ def write_misread_sheet(sheet: Path, captcha_paths: List[Path], answers: dict, t
     typer.echo(f"wrote {min(len(misread), most)} of {len(misread)} misread captchas to {sheet}")
 
 
-@app.command()
+@command(tensorflow=True)
 def pipeline(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(..., "-o", "--out", help="Folder for every stage's run, model/ (the final model), solutions.json and report.json."),
@@ -473,13 +513,13 @@ def pipeline(
 
     Example: simcaptcha pipeline ../shared/data/hackmit/challenges -o runs/hackmit
     """
-    import json
-
+    from .challenges import read_labels
     from .pipeline import run_pipeline
 
+    refuse_overwriting_inputs([out], [*paths, *(eval_real or [])])
     loaded = load_or_fail(paths)
     real_eval = load_eval_set(eval_real, eval_labels)
-    labels = json.loads(eval_labels.read_text()) if real_eval else None
+    labels = read_labels(eval_labels)[0] if real_eval else None
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,

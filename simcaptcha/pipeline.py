@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .alphabet import ALPHABET
-from .challenges import InputError, LoadResult, write_json_atomic
+from .challenges import LoadResult
+from .files import InputError, copy_atomic, write_json_atomic
 from .classifier import ClassifierConfig, RealEval, average_classifiers, predict_probs, score, train_classifier
 from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess, save_background
 from .runs import RunDir, save_model_atomic
@@ -220,10 +220,10 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
         model = average_classifiers(views)
         save_model_atomic(model, final_dir / "classifier.keras")
     else:
-        shutil.copyfile(view_paths["a"], final_dir / "classifier.keras")
+        copy_atomic(view_paths["a"], final_dir / "classifier.keras")
         model = keras.models.load_model(final_dir / "classifier.keras", compile=False)
-    shutil.copyfile(refiner_path, final_dir / "refiner.keras")
-    shutil.copyfile(mask_path, final_dir / "mask.png")
+    copy_atomic(refiner_path, final_dir / "refiner.keras")
+    copy_atomic(mask_path, final_dir / "mask.png")
     if real_eval is not None:
         captcha_acc, char_acc = score(model, real_eval.x, real_eval.texts)
         report["final"] = {"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc, "averaged_views": cfg.average_views}

@@ -84,7 +84,7 @@ def save_background(background: np.ndarray, path) -> None:
     """Write a background (mask) PNG atomically; `load_background` reads it back."""
     import io
 
-    from .challenges import write_atomic
+    from .files import write_atomic
 
     buf = io.BytesIO()
     Image.fromarray(background).save(buf, "PNG")

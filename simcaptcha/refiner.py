@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -122,12 +123,24 @@ class ImageHistoryBuffer:
 def load_refiner(path):
     import keras
 
-    from .challenges import InputError
+    from .files import InputError
 
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such refiner model")
     try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot load refiner ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # a damaged or foreign file: zip, HDF5, JSON and Keras all raise their own kinds
+        raise InputError(f"{path}: cannot load refiner ({exc.__class__.__name__})") from None
+    shape = (IMAGE_HEIGHT, IMAGE_WIDTH, 1)
+    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
+
+    def fits(tensor) -> bool:  # a fully convolutional refiner leaves height and width open (None)
+        dims = tuple(tensor.shape)[1:]
+        return len(dims) == 3 and all(d is None or d == want for d, want in zip(dims, shape))
+
+    if len(inputs) != 1 or len(outputs) != 1 or not fits(inputs[0]) or not fits(outputs[0]):
+        raise InputError(f"{path}: not a refiner: expected one {shape} image in and one out")
+    return model
 
 
 def refine_images(refiner, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .challenges import InputError, write_atomic, write_json_atomic
+from .files import InputError, temp_path_for, write_atomic, write_json_atomic
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -90,7 +90,10 @@ class RunDir:
 def save_model_atomic(model, path: str | os.PathLike) -> None:
     """keras.Model.save to a temporary .keras file, then rename over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    tmp = temp_path_for(path, suffix=".keras")  # Keras picks the format by the suffix
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .challenges import InputError, LoadResult, load_captchas, write_json_atomic
+from .challenges import LoadResult, load_captchas
+from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
+from .alphabet import CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
 from .preprocess import preprocess
 
 MAX_CONTEST_ANSWERS = 15_000
@@ -19,7 +22,11 @@ def shipped_model_dir() -> Path:
 
 
 def load_classifier(model: str | Path | None = None):
-    """A model folder holding classifier.keras, or a .keras file; None: the model shipped with simcaptcha."""
+    """A model folder holding classifier.keras, or a .keras file; None: the model shipped with simcaptcha.
+
+    The model is checked against the captcha spec it will be asked to read (input size, heads,
+    classes): a file that is not such a classifier is one InputError line naming what differs.
+    """
     import keras
 
     path = Path(model) if model else shipped_model_dir()
@@ -29,9 +36,30 @@ def load_classifier(model: str | Path | None = None):
         hint = " (train one with `simcaptcha train`)" if model else " (this install ships no model; pass --model)"
         raise InputError(f"{path}: no classifier model{hint}")
     try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError) as exc:
+        loaded = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # a damaged or foreign file: zip, HDF5, JSON and Keras all raise their own kinds
         raise InputError(f"{path}: cannot load the classifier ({exc.__class__.__name__})") from None
+    problem = classifier_mismatch(loaded)
+    if problem:
+        raise InputError(f"{path}: not a classifier for {CAPTCHA_LENGTH}-character {IMAGE_WIDTH}x{IMAGE_HEIGHT} captchas of {NUM_CLASSES} classes: {problem}")
+    return loaded
+
+
+def classifier_mismatch(model) -> str | None:
+    """None when `model` reads (N, 50, 100, 1) images into 4 heads of 36 probabilities, else what differs."""
+    inputs = getattr(model, "inputs", None) or []
+    outputs = getattr(model, "outputs", None) or []
+    if len(inputs) != 1:
+        return f"{len(inputs)} inputs, expected 1"
+    shape = tuple(inputs[0].shape)
+    if shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 1):
+        return f"input shape {shape[1:]}, expected {(IMAGE_HEIGHT, IMAGE_WIDTH, 1)}"
+    if len(outputs) != CAPTCHA_LENGTH:
+        return f"{len(outputs)} output heads, expected {CAPTCHA_LENGTH}"
+    for i, out in enumerate(outputs):
+        if tuple(out.shape)[1:] != (NUM_CLASSES,):
+            return f"head {i} has shape {tuple(out.shape)[1:]}, expected ({NUM_CLASSES},)"
+    return None
 
 
 @dataclass
@@ -77,12 +105,38 @@ def solve(paths, model=None) -> SolveResult:
     return solve_loaded(load_captchas(paths), load_classifier(model) if not hasattr(model, "predict") else model)
 
 
+def confidence_path_for(out: Path) -> Path:
+    return out.with_name(out.stem + ".confidence.json")
+
+
 def write_solutions(result: SolveResult, out: Path, top: int | None = None) -> Path:
-    """Write the contest body to `out` and per-captcha confidences next to it; returns the confidence file."""
-    write_json_atomic(out, result.contest_body(top))
-    confidence_path = out.with_name(out.stem + ".confidence.json")
-    write_json_atomic(confidence_path, {s.name: round(s.confidence, 6) for s in result.top(top)})
+    """Write the contest body to `out` and per-captcha confidences next to it; returns the confidence file.
+
+    The confidence file names the SHA-256 of the solutions it belongs to and is written first:
+    a run killed between the two writes leaves a pair that `read_confidences` sees do not match.
+    """
+    out = Path(out)
+    body = json.dumps(result.contest_body(top), indent=1).encode()
+    confidence_path = confidence_path_for(out)
+    write_json_atomic(confidence_path, {
+        "solutions_sha256": sha256_hex(body),
+        "confidences": {s.name: round(s.confidence, 6) for s in result.top(top)},
+    })
+    write_atomic(out, body)
     return confidence_path
+
+
+def read_confidences(path: Path, solutions: Path | None = None) -> dict[str, float]:
+    """The name -> confidence map of a confidence file; InputError if it is not one, or (given
+    `solutions`) if it was written for other solutions than that file's."""
+    doc = read_json(path, what="confidence file")
+    if isinstance(doc, dict) and "confidences" in doc:
+        if solutions is not None and doc.get("solutions_sha256") != sha256_hex(Path(solutions).read_bytes()):
+            raise InputError(f"{path}: written for other solutions than {solutions} (an interrupted solve?); ignored")
+        doc = doc["confidences"]
+    if not isinstance(doc, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in doc.values()):
+        raise InputError(f"{path}: expected a JSON name -> confidence map")
+    return doc
 
 
 @dataclass
@@ -124,14 +178,28 @@ def evaluate(answers: dict[str, str], labels: dict[str, str], top_confusions: in
 
     if not labels:
         raise InputError("no labels to evaluate against")
-    pairs = [(answers.get(name, "????"), truth) for name, truth in labels.items()]
+    length = max(len(t) for t in labels.values())
+    pairs = [(answers.get(name, "").ljust(length, "?"), truth.ljust(length, "?")) for name, truth in labels.items()]
     n = len(pairs)
     whole = sum(p == t for p, t in pairs) / n
-    chars = sum(a == b for p, t in pairs for a, b in zip(p, t)) / (4 * n)
-    per_position = [sum(p[i] == t[i] for p, t in pairs) / n for i in range(4)]
-    confusions = Counter((b, a) for p, t in pairs for a, b in zip(p, t) if a != b and a != "?")
+    chars = sum(a == b for p, t in pairs for a, b in zip(p, t)) / (length * n)
+    per_position = [sum(p[i] == t[i] for p, t in pairs) / n for i in range(length)]
+    confusions = Counter((b, a) for p, t in pairs for a, b in zip(p, t) if a != b and a != "?" and b != "?")
     return Evaluation(
         n, whole, chars, per_position,
         [(t, p, c) for (t, p), c in confusions.most_common(top_confusions)],
         sum(name not in answers for name in labels),
     )
+
+
+def read_answers(path: Path) -> dict[str, str]:
+    """name -> answer from a contest body written by `simcaptcha solve`."""
+    body = read_json(path, what="solutions file")
+    entries = body.get("solutions") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise InputError(f'{path}: expected the contest body {{"solutions": [{{"name", "solution"}}, ...]}}')
+    answers = {}
+    for e in entries:
+        if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("solution"), str):
+            answers.setdefault(e["name"], e["solution"])
+    return answers

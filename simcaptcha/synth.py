@@ -395,7 +395,7 @@ def training_batches(synth: Synthesizer, batch_size: int, seed: int, start: int 
 
 def write_dataset(synth: Synthesizer, n: int, out_dir: str | os.PathLike, seed: int, progress=None) -> dict:
     """Write n captchas as OUT/<index>.jpg plus OUT/labels.json; returns the labels."""
-    from .challenges import write_atomic, write_json_atomic
+    from .files import write_atomic, write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .challenges import write_atomic
+from .files import write_atomic
 from .preprocess import preprocess, to_uint8
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from simcaptcha import quiet
+
+quiet.tensorflow()  # imported once, without its start-up chatter
 
 HACKMIT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hackmit"
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simcaptcha.challenges import InputError, load_captchas, write_atomic
+from simcaptcha.challenges import load_captchas
+from simcaptcha.files import InputError, write_atomic
 
 
 def jpeg_bytes(size=(100, 50)) -> bytes:

@@ -178,7 +178,7 @@ def test_solve_and_evaluate(tmp_path, tiny_model, challenge_dir):
     body = json.loads(out.read_text())
     assert len(body["solutions"]) == 30
     assert all(len(e["solution"]) == 4 for e in body["solutions"])
-    confidences = json.loads((tmp_path / "solutions.confidence.json").read_text())
+    confidences = json.loads((tmp_path / "solutions.confidence.json").read_text())["confidences"]
     values = [confidences[e["name"]] for e in body["solutions"]]
     assert values == sorted(values, reverse=True)
 

@@ -89,9 +89,12 @@ def test_submit_script_checks_before_sending(tmp_path, server):
 def test_submit_connection_error_and_non_json_reply(tmp_path, server):
     ok = tmp_path / "ok.json"
     ok.write_text(json.dumps(body([("a", "ab12")])))
-    proc = run_script("submit.py", ok, "--url", "http://127.0.0.1:9", "--user", "a", "--retries", 0)
-    assert proc.returncode == 1 and "cannot reach" in proc.stderr
+    proc = run_script("submit.py", ok, "--url", "http://127.0.0.1:9", "--user", "a")
+    assert proc.returncode == 1 and "cannot reach" in proc.stderr and "nothing was sent" in proc.stderr
+    # a reply that is not JSON (a proxy's error page) is one ContestError
     client = ContestClient(server.url, "alice")
+    from simcaptcha.contest import Reply
+
+    client._once = lambda *a, **k: Reply(502, b"<html>bad gateway</html>")
     with pytest.raises(ContestError, match="not JSON"):
-        client._request = lambda *a, **k: type("R", (), {"status_code": 502, "text": "<html>bad gateway</html>", "json": lambda self: json.loads("<")})()
         client.submit(body([("a", "ab12")]))
