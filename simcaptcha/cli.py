@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from . import quiet
@@ -62,6 +64,9 @@ def command(*args, tensorflow: bool = False, **kwargs):
                 return fn(*a, **k)
             except InputError as exc:
                 fail(str(exc))
+            except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(1)
             except OSError as exc:
                 fail(os_error_line(exc))
 
@@ -366,12 +371,15 @@ def ensemble(
     typer.echo(f"wrote {path}: the average of {len(loaded)} classifiers")
 
 
-@command(tensorflow=True)
+@command()  # TensorFlow only for a Keras model: Solver.load imports it quietly
 def solve(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(Path("solutions.json"), "-o", "--out", help="Contest body to write; confidences go to <out>.confidence.json."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model folder (or classifier.keras); default: the HackMIT model shipped with simcaptcha."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder, classifier.keras, or model.onnx (run by ONNX Runtime); default: the HackMIT model shipped with simcaptcha; fast: its shipped one-network distillation."),
     top: Optional[int] = typer.Option(None, "--top", min=1, help="Keep only the K most confident answers (the contest takes at most 15,000)."),
+    ray: bool = typer.Option(False, "--ray", help="Read and solve on Ray Data (a local Ray instance, or --ray-address); for millions of images."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run on (for example auto, or ray://host:10001); default: a local instance."),
+    ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="Model replicas (Ray actors) reading batches in parallel."),
 ):
     """Solve captchas from challenge files and write {"solutions": [{"name", "solution"}, ...]}.
 
@@ -379,18 +387,25 @@ def solve(
     """
     import time
 
-    from .solver import confidence_path_for, load_classifier, solve_loaded, write_solutions
+    from .solver import Solver, confidence_path_for, solve_loaded, write_solutions
 
     refuse_overwriting_inputs([out, confidence_path_for(out)], paths)
     if out.is_dir():
         fail(f"{out}: is a folder; give the solutions file's path (for example {out / 'solutions.json'})")
-    loaded = load_or_fail(paths)
-    try:
-        classifier = load_classifier(model)
-    except InputError as exc:
-        fail(str(exc))
     start = time.perf_counter()
-    result = solve_loaded(loaded, classifier)
+    if ray:
+        from .raybatch import solve_with_ray
+
+        result = solve_with_ray(paths, model, actors=ray_actors, address=ray_address)
+        for line in result.errors:
+            typer.echo(f"skipped: {line}", err=True)
+        if not result.solutions:
+            fail(f"no usable captcha in {', '.join(map(str, paths))}")
+    else:
+        loaded = load_or_fail(paths)
+        classifier = Solver.load(model)
+        start = time.perf_counter()
+        result = solve_loaded(loaded, classifier)
     elapsed = time.perf_counter() - start
     confidence_path = write_solutions(result, out, top)
     kept = len(result.top(top))
@@ -475,6 +490,102 @@ def write_misread_sheet(sheet: Path, captcha_paths: List[Path], answers: dict, t
         return
     save_png(misread_sheet(misread[:most]), sheet)
     typer.echo(f"wrote {min(len(misread), most)} of {len(misread)} misread captchas to {sheet}")
+
+
+@command(tensorflow=True)
+def distill(
+    paths: List[Path] = PathsArg,
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder for the student: classifier.keras, config.json, checkpoint, logs/."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Model folder or classifier.keras whose readings the student learns; default: the shipped model."),
+    mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG for the synthetic captchas mixed in; default: mask.png beside --teacher, else estimated from the captchas."),
+    steps: int = typer.Option(6000, min=1, help="Training steps."),
+    width: float = typer.Option(1.0, min=0.25, max=8.0, help="Student width (1.0: one network a quarter the size of one width-2 classifier)."),
+    conv1_stride: int = typer.Option(1, "--conv1-stride", min=1, max=2, help="2: the second convolution halves the map itself instead of a max-pool after it (cheaper to read)."),
+    filters: str = typer.Option("16,32,64,128", "--filters", help="The student's four convolution widths, comma-separated (before --width)."),
+    synthetic: int = typer.Option(20_000, min=0, help="Labelled synthetic captchas rendered once and mixed into every batch (0: real captchas alone)."),
+    synthetic_fraction: float = typer.Option(0.25, min=0.0, max=0.9, help="Share of each batch from the synthetic captchas."),
+    shift: int = typer.Option(2, min=0, max=10, help="Pixels by which real captchas are randomly moved in each batch."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same run."),
+    eval_real: Optional[List[Path]] = typer.Option(None, "--eval-real", help="Held-out real challenge files: excluded from training, used to report accuracy."),
+    eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="JSON name -> text for --eval-real; never used for training."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
+):
+    """Train one cheaper classifier on a model's readings of unlabelled real captchas (knowledge distillation).
+
+    The student learns the teacher's full probabilities for each real captcha, plus labelled
+    synthetic captchas; no real label is used. Example:
+    simcaptcha distill challenges/ -o runs/fast --width 1
+    """
+    from .distill import DistillConfig, distill_classifier
+    from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess
+    from .solver import load_classifier
+    from .synth import SynthConfig, render_pool_with_bar
+
+    try:
+        channels = tuple(int(f) for f in filters.split(","))
+    except ValueError:
+        fail(f"--filters {filters!r}: expected integers separated by commas, like 16,32,64,128")
+    if len(channels) != 4 or min(channels) < 1:
+        fail(f"--filters {filters!r}: expected four positive integers")
+    refuse_overwriting_inputs([out], [*paths, *(eval_real or [])])
+    loaded = load_or_fail(paths)
+    real_eval = load_eval_set(eval_real, eval_labels)
+    held = set(real_eval.names) if real_eval else set()
+    images = np.stack([c.image for c in loaded.captchas if c.name not in held])
+    teacher_model = load_classifier(teacher)
+    pool = None
+    if synthetic:
+        if mask_png is None and teacher is not None and (Path(teacher) / "mask.png").is_file():
+            mask_png = Path(teacher) / "mask.png"
+        background = load_background(mask_png) if mask_png else estimate_background(images[:BACKGROUND_SAMPLE])
+        pool = render_pool_with_bar(background, SynthConfig(), synthetic, seed=seed)
+        pool = (pool.x, pool.labels)
+    cfg = DistillConfig(steps=steps, width=width, conv1_stride=conv1_stride, filters=channels, synthetic_fraction=synthetic_fraction if synthetic else 0.0, shift=shift, seed=seed)
+    metrics = distill_classifier(cfg, teacher_model, preprocess(images), out, synthetic=pool, real_eval=real_eval,
+                                 resume=resume, log=typer.echo)
+    typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+@command(tensorflow=True)
+def export(
+    model: Optional[Path] = typer.Argument(None, help="Model folder or classifier.keras; default: the shipped model."),
+    out: Path = typer.Option(Path("model.onnx"), "-o", "--out", help="ONNX file to write (the captcha spec goes in its metadata)."),
+):
+    """Export a classifier to ONNX, for solving with ONNX Runtime and no TensorFlow.
+
+    Example: simcaptcha export runs/x/model -o model.onnx, then simcaptcha solve ... --model model.onnx
+    """
+    from .export import export_onnx
+
+    if model is not None:
+        refuse_overwriting_inputs([out], [model])
+    spec = export_onnx(model, out)
+    typer.echo(f"wrote {out}: {spec['length']} characters of {len(spec['alphabet'])} classes, {spec['width']}x{spec['height']} images")
+
+
+@command()
+def serve(
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder, classifier.keras or model.onnx; default: the shipped model; fast: its shipped one-network distillation."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    max_batch: int = typer.Option(256, min=1, help="Most images read in one model call (micro-batching of concurrent requests)."),
+    max_wait_ms: float = typer.Option(2.0, min=0.0, help="How long a request waits for others to join its batch, in ms."),
+    max_request_bytes: int = typer.Option(4 * 2**20, min=1, help="Largest request body accepted (larger: HTTP 413)."),
+):
+    """Serve a model over HTTP: POST /solve (an image, or JSON with base64 images), GET /health.
+
+    Example: simcaptcha serve --port 8000, then
+    curl --data-binary @examples/captcha.jpg -H 'Content-Type: image/jpeg' localhost:8000/solve
+    """
+    try:
+        from .service import ServiceConfig, serve as run_service
+    except ImportError:
+        fail("serving needs FastAPI and uvicorn: pip install 'simcaptcha[serve]'")
+    from .solver import Solver
+
+    solver = Solver.load(model)
+    typer.echo(f"serving {solver.source} ({solver.backend}) on http://{host}:{port}  (POST /solve, GET /health)")
+    run_service(solver, host, port, ServiceConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_bytes=max_request_bytes))
 
 
 @command(tensorflow=True)

@@ -1,4 +1,5 @@
-"""Solving: load the trained classifier, preprocess exactly as in training, predict, decode, rank by confidence."""
+"""Solving, and the Python API: load a trained model (Keras or ONNX), preprocess exactly as in training,
+predict, decode, rank by confidence; write and check the contest body."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .challenges import LoadResult, load_captchas
+from .challenges import MAX_IMAGE_BYTES, LoadResult, decode_image, load_captchas
 from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
-from .alphabet import CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
+from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, decode
 from .preprocess import preprocess
 
 MAX_CONTEST_ANSWERS = 15_000
+# Names of models shipped in simcaptcha/models, usable wherever a model path is taken.
+SHIPPED_NAMES = {"fast": "fast.onnx"}
 
 
 def shipped_model_dir() -> Path:
@@ -83,26 +86,160 @@ class SolveResult:
         return {"solutions": [{"name": s.name, "solution": s.text} for s in self.top(k)]}
 
 
-def solve_loaded(loaded: LoadResult, model) -> SolveResult:
-    """Predict every loaded captcha; a name seen twice is answered once (the contest counts it once)."""
-    from .classifier import decode_probs, predict_probs
+# -- the Python API -------------------------------------------------------------------------------
 
-    seen, captchas = set(), []
-    for c in loaded.captchas:
-        if c.name not in seen:
-            seen.add(c.name)
-            captchas.append(c)
+
+@dataclass
+class Answer:
+    """One captcha's reading: the text, its confidence and every character's probabilities."""
+
+    text: str
+    confidence: float  # product of the characters' top probabilities
+    char_probs: np.ndarray  # (length, classes), rows sum to 1
+    alphabet: str = ALPHABET
+
+    def to_dict(self, top: int = 3) -> dict:
+        """JSON-ready: text, confidence, and each character's `top` most likely readings."""
+        chars = []
+        for row in self.char_probs:
+            best = np.argsort(-row)[:top]
+            chars.append([{"char": self.alphabet[i], "p": round(float(row[i]), 6)} for i in best])
+        return {"text": self.text, "confidence": round(self.confidence, 6), "chars": chars}
+
+
+def to_rgb(image) -> np.ndarray:
+    """One captcha as (50, 100, 3) uint8 RGB, from image bytes, a file path, a PIL image or a NumPy array.
+
+    ValueError names what is wrong (not an image, wrong size, wrong type).
+    """
+    from PIL import Image
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        if not len(image):
+            raise ValueError("empty image")
+        return decode_image(bytes(image))
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise ValueError(f"{path}: more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB an image may have")
+        return decode_image(path.read_bytes())
+    if isinstance(image, Image.Image):
+        if image.size != (IMAGE_WIDTH, IMAGE_HEIGHT):
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 array, got {image.dtype}")
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (height, width, 3) RGB array, got shape {image.shape}")
+        if image.shape[:2] != (IMAGE_HEIGHT, IMAGE_WIDTH):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
+        return np.ascontiguousarray(image[..., :3])
+    raise ValueError(f"cannot read a captcha from a {type(image).__name__}: give bytes, a path, a PIL image or a NumPy array")
+
+
+class Solver:
+    """A trained captcha reader. `Solver.load()` is the model shipped with simcaptcha.
+
+    >>> solver = Solver.load()                     # or Solver.load("runs/x/model"), or a model.onnx
+    >>> answer = solver.solve(open("c.jpg", "rb").read())
+    >>> answer.text, answer.confidence
+    """
+
+    def __init__(self, predict, source: str, backend: str):
+        self._predict = predict  # preprocessed (N, 50, 100, 1) float32 (uint8 RGB if predict.takes_rgb) -> (N, 4, 36)
+        self.source, self.backend = source, backend
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, backend: str = "auto") -> Solver:
+        """A model folder, a classifier.keras, or a model.onnx (from `simcaptcha export`); None: the shipped model,
+        "fast": the shipped one-network model distilled from it (ONNX Runtime).
+
+        backend: "keras", "onnx" (ONNX Runtime, no TensorFlow import), or "auto" (by the file).
+        """
+        path = Path(model) if model else None
+        if path is not None and str(model) in SHIPPED_NAMES and not path.exists():
+            path = shipped_model_dir() / SHIPPED_NAMES[str(model)]
+        if backend == "auto":
+            backend = "onnx" if path is not None and path.suffix == ".onnx" else "keras"
+        if backend == "onnx":
+            from .onnx_backend import load_onnx_predictor
+
+            if path is None:
+                raise InputError("the ONNX backend needs a model.onnx (make one with `simcaptcha export`)")
+            return cls(load_onnx_predictor(path), str(path), "onnx")
+        if backend != "keras":
+            raise InputError(f"unknown backend {backend!r}: use keras, onnx or auto")
+        from . import quiet
+
+        quiet.tensorflow()
+        keras_model = load_classifier(path)
+        return cls.from_keras(keras_model, str(path or shipped_model_dir()))
+
+    @classmethod
+    def from_keras(cls, keras_model, source: str = "keras model") -> Solver:
+        from .classifier import predict_probs
+
+        return cls(lambda x: predict_probs(keras_model, x), source, "keras")
+
+    def probabilities(self, rgb: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """(N, 50, 100, 3) uint8 RGB -> (N, 4, 36) character probabilities.
+
+        Preprocessed and read `chunk` captchas at a time: the float copies of 15,000 captchas
+        take about 1 GB, and making them all at once ran 3x slower than in chunks.
+        """
+        out = np.zeros((len(rgb), CAPTCHA_LENGTH, NUM_CLASSES), np.float32)
+        prepare = (lambda part: part) if getattr(self._predict, "takes_rgb", False) else preprocess
+        for i in range(0, len(rgb), chunk):
+            out[i : i + chunk] = self._predict(prepare(rgb[i : i + chunk]))
+        return out
+
+    def solve_batch(self, images) -> list[Answer]:
+        """Read many captchas at once (a list of bytes, paths, PIL images or arrays, or an (N, 50, 100, 3) array)."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            rgb = np.stack([to_rgb(i) for i in images]) if images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3) else images
+        else:
+            rgb = np.stack([to_rgb(i) for i in images]) if len(images) else np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+        return answers_from_probs(self.probabilities(rgb))
+
+    def solve(self, image) -> Answer:
+        """Read one captcha (bytes, a path, a PIL image or a NumPy array)."""
+        return self.solve_batch([image])[0]
+
+
+def answers_from_probs(probs: np.ndarray) -> list[Answer]:
+    idx = probs.argmax(-1)
+    conf = probs.max(-1).prod(-1)
+    return [Answer(decode(row), float(c), p) for row, c, p in zip(idx, conf, probs)]
+
+
+def as_solver(model) -> Solver:
+    """A Solver from a Solver, a loaded Keras classifier, or a model path (None: the shipped model)."""
+    if isinstance(model, Solver):
+        return model
+    if hasattr(model, "predict"):
+        return Solver.from_keras(model)
+    return Solver.load(model)
+
+
+def solve_loaded(loaded: LoadResult, model) -> SolveResult:
+    """Predict every loaded captcha (names are already unique: load_captchas keeps the first)."""
+    solver = as_solver(model)
     result = SolveResult(errors=list(loaded.errors))
-    if not captchas:
+    if not loaded.captchas:
         return result
-    x = preprocess(np.stack([c.image for c in captchas]))
-    texts, conf = decode_probs(predict_probs(model, x))
-    result.solutions = [Solution(c.name, t, float(p)) for c, t, p in zip(captchas, texts, conf)]
+    answers = answers_from_probs(solver.probabilities(np.stack([c.image for c in loaded.captchas])))
+    result.solutions = [Solution(c.name, a.text, a.confidence) for c, a in zip(loaded.captchas, answers)]
     return result
 
 
 def solve(paths, model=None) -> SolveResult:
-    return solve_loaded(load_captchas(paths), load_classifier(model) if not hasattr(model, "predict") else model)
+    """Solve challenge files, image files or folders of them with a model (a Solver, a path, None: the shipped one)."""
+    return solve_loaded(load_captchas(paths), model)
 
 
 def confidence_path_for(out: Path) -> Path:

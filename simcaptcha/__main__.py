@@ -1,0 +1,5 @@
+"""`python -m simcaptcha` runs the command line, as `simcaptcha` does."""
+
+from .cli import main
+
+main()

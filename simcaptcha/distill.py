@@ -1,0 +1,102 @@
+"""Distillation: one cheaper classifier that learns a trained model's readings of the unlabelled real captchas.
+
+The shipped HackMIT model averages two width-2 classifiers; reading is bounded by their cost.
+A student (one network, any width) is trained on the teacher's full probability vectors for
+the user's real captchas (soft targets: what the teacher finds likely besides its pick
+carries information a hard pseudo-label throws away), each captcha moved by up to
+`shift` pixels per batch, mixed with labelled synthetic captchas. No real label is used.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .alphabet import CAPTCHA_LENGTH
+from .classifier import ClassifierConfig, RealEval, build_classifier, predict_probs, score, shift_randomly, training_loop
+from .files import write_json_atomic
+from .runs import RunDir, save_model_atomic
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    steps: int = 6000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    width: float = 1.0  # the student's ClassifierConfig.width
+    conv1_stride: int = 1  # the student's ClassifierConfig.conv1_stride (2: cheaper to read)
+    filters: tuple[int, ...] = ClassifierConfig.filters  # the student's conv channels (before width)
+    synthetic_fraction: float = 0.25  # share of each batch from labelled synthetic captchas
+    shift: int = 2  # real captchas move by up to this many pixels each way, per batch
+    seed: int = 0
+    eval_every: int = 1000
+    checkpoint_every: int = 250
+
+
+def distill_classifier(cfg: DistillConfig, teacher, real_x: np.ndarray, out_dir, synthetic=None,
+                       real_eval: RealEval | None = None, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train a student on the teacher's probabilities for `real_x` (preprocessed, unlabelled).
+
+    synthetic: (x, labels) labelled synthetic captchas, or None for real captchas alone.
+    Writes OUT/classifier.keras, config.json, checkpoint.npz (resumable), logs/, metrics.json.
+    """
+    import keras
+    import tensorflow as tf
+
+    run = RunDir(out_dir)
+    if resume and run.has_checkpoint():
+        cfg = run.load_config(DistillConfig)
+    run.save_config(cfg)
+    log(f"reading {len(real_x)} real captchas with the teacher")
+    targets = predict_probs(teacher, real_x)  # (N, 4, 36)
+    keras.utils.set_random_seed(cfg.seed)
+    student = build_classifier(ClassifierConfig(width=cfg.width, conv1_stride=cfg.conv1_stride, filters=tuple(cfg.filters), seed=cfg.seed))
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02)
+    optimizer = keras.optimizers.Adam(schedule)
+    optimizer.build(student.trainable_variables)
+    start = 0
+    if resume and run.has_checkpoint():
+        start, _ = run.load_checkpoint({"student": student}, {"adam": optimizer})
+        log(f"resuming from step {start}")
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            heads = student(x, training=True)
+            loss = tf.add_n([keras.losses.categorical_crossentropy(y[:, i], heads[i]) for i in range(CAPTCHA_LENGTH)])
+            loss = tf.reduce_mean(loss)
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables))
+        return loss
+
+    n_syn = int(round(cfg.batch_size * cfg.synthetic_fraction)) if synthetic is not None else 0
+    n_real = cfg.batch_size - n_syn
+    num_classes = targets.shape[-1]
+
+    def evaluate(step):
+        metrics = {}
+        if real_eval is not None:
+            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(student, real_eval.x, real_eval.texts)
+            run.log_scalars(step, metrics)
+        return metrics
+
+    def step_fn(step):
+        rng = np.random.default_rng((cfg.seed, step, 11))  # batch i depends only on (seed, i): resumes draw the same
+        pick = rng.integers(0, len(real_x), n_real)
+        x, y = shift_randomly(real_x[pick], cfg.shift, rng), targets[pick]
+        if n_syn:
+            sp = rng.integers(0, len(synthetic[0]), n_syn)
+            x = np.concatenate([x, synthetic[0][sp]])
+            y = np.concatenate([y, np.eye(num_classes, dtype=np.float32)[synthetic[1][sp]]])
+        return float(train_step(tf.constant(x), tf.constant(y)))
+
+    t0 = time.time()
+    metrics = training_loop(run, cfg, start, step_fn, evaluate, schedule, {"student": student}, {"adam": optimizer}, "distill", progress)
+    if not metrics:
+        metrics = evaluate(cfg.steps)
+    save_model_atomic(student, run.path / "classifier.keras")
+    metrics["train/seconds"] = time.time() - t0
+    write_json_atomic(run.path / "metrics.json", metrics)
+    return metrics

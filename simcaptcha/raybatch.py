@@ -1,0 +1,98 @@
+"""Batch solving on Ray Data: the same code on a laptop's local Ray and on a cluster (`pip install 'simcaptcha[ray]'`).
+
+Input files (challenge files and images, as `load_captchas` lists them) are spread over the
+cluster; each is read and checked where it lands (a bad entry becomes an error row, as a
+skipped line locally), and actors holding one Solver each read batches of captchas. The
+driver gathers names, answers and confidences, keeps the first of a repeated name, and
+writes the same files as `simcaptcha solve`. Model and input paths must be readable on every
+node (a shared file system, or the same paths on each).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
+from .challenges import IMAGE_SUFFIXES, LoadResult, read_challenge_file, read_image_file
+from .files import InputError
+from .solver import Solution, SolveResult, Solver, answers_from_probs
+
+
+def input_files(paths) -> list[Path]:
+    """The files `load_captchas` would read from `paths`, in its order."""
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+        if path.is_file():
+            files.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not inside:
+            raise InputError(f"{path}: folder is empty")
+        for f in inside:
+            suffix = f.suffix.lower()
+            if suffix in IMAGE_SUFFIXES or (suffix in {"", ".json"} and f.name != "labels.json" and not f.name.endswith(".confidence.json")):
+                files.append(f)
+    return files
+
+
+def read_file(row: dict) -> list[dict]:
+    """One input file -> rows of {name, image, error}; a bad entry is a row with its error line."""
+    path = Path(row["path"])
+    result = LoadResult()
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        read_image_file(path, result)
+    else:
+        read_challenge_file(path, result)
+    empty = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+    rows = [{"order": row["order"], "name": c.name, "image": c.image, "error": ""} for c in result.captchas]
+    rows += [{"order": row["order"], "name": "", "image": empty, "error": e} for e in result.errors]
+    return rows
+
+
+class SolveBatch:
+    """A Ray Data actor: loads the model once, then reads batches of captchas."""
+
+    def __init__(self, model: str | None):
+        self.solver = Solver.load(model)
+
+    def __call__(self, batch: dict) -> dict:
+        answers = answers_from_probs(self.solver.probabilities(np.asarray(batch["image"], np.uint8)))
+        return {"order": batch["order"], "name": batch["name"], "error": batch["error"],
+                "text": np.array([a.text for a in answers]), "confidence": np.array([a.confidence for a in answers])}
+
+
+def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512, actors: int | None = None,
+                   address: str | None = None) -> SolveResult:
+    """Solve every captcha of `paths` on Ray (a local instance unless `address` names a cluster)."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("solving on Ray needs Ray Data: pip install 'simcaptcha[ray]'") from None
+    files = input_files(paths)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 num_cpus=None if address else os.cpu_count())
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    ds = ray.data.from_items([{"order": i, "path": str(f)} for i, f in enumerate(files)])
+    ds = ds.flat_map(read_file)
+    ds = ds.map_batches(SolveBatch, fn_constructor_kwargs={"model": str(model) if model else None},
+                        batch_size=batch_size, concurrency=actors or 1, batch_format="numpy")
+    rows = sorted(ds.take_all(), key=lambda r: r["order"])  # file order, then order within a file (kept by preserve_order)
+    result, seen = SolveResult(), {}
+    for r in rows:
+        if r["error"]:
+            result.errors.append(str(r["error"]))
+        elif r["name"] in seen:
+            result.errors.append(f"{files[r['order']]}: duplicate name {r['name']} (first read in {files[seen[r['name']]]}); skipped")
+        else:
+            seen[r["name"]] = r["order"]
+            result.solutions.append(Solution(str(r["name"]), str(r["text"]), float(r["confidence"])))
+    return result
