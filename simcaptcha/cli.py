@@ -226,9 +226,14 @@ def refine_train(
     sample_every: int = typer.Option(SIMGAN_DEFAULTS.sample_every, min=1, help="Write a synthetic/refined/real PNG grid every this many steps."),
     checkpoint_every: int = typer.Option(SIMGAN_DEFAULTS.checkpoint_every, min=1, help="Save a resumable checkpoint every this many steps."),
     synthetic_pool: int = typer.Option(SIMGAN_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
+    gap_every: int = typer.Option(SIMGAN_DEFAULTS.gap_every, "--gap-every", min=0, help="Also score the domain gap every this many steps, for TensorBoard (0: at the end only; each score trains two small critics)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
     """Train the SimGAN refiner that makes synthetic captchas look like the real ones.
+
+    At the end it prints the domain gap (a fresh critic's ROC AUC telling real from synthetic,
+    and from refined captchas; 0.5: indistinguishable), writes it to OUT/gap.json, and prints
+    an `alarm:` line for a refiner that returns its input or a discriminator that wins outright.
 
     Example: simcaptcha refine-train --real ../shared/data/hackmit/challenges -o runs/refiner --mask mask.png
     """
@@ -245,7 +250,7 @@ def refine_train(
         steps=steps, batch_size=batch_size, reg_lambda=reg_lambda, features=features, blocks=blocks,
         history_size=history_size, pretrain_refiner_steps=pretrain_refiner, pretrain_disc_steps=pretrain_disc,
         seed=seed, mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
-        sample_every=sample_every, checkpoint_every=checkpoint_every, synthetic_pool=synthetic_pool,
+        sample_every=sample_every, checkpoint_every=checkpoint_every, synthetic_pool=synthetic_pool, gap_every=gap_every,
     )
     if cfg.mask:
         make_synthesizer(Path(cfg.mask), font)  # fail early on a bad mask or font

@@ -59,6 +59,33 @@ def view_width(classifier_path: Path) -> float:
     return RunDir(Path(classifier_path).parent).load_config(ClassifierConfig).width
 
 
+def refiner_health(refiner_dir: Path, reader_path: Path, mask_path: Path, simgan: SimGANConfig, log=print) -> dict:
+    """The refiner's gap scores (from refine-train's gap.json) with label preservation: how many of the gap's
+    synthetic captchas the raw-synthetic view reads right once refined, against unrefined. Alarms are logged."""
+    import keras
+
+    from .classifier import decode_probs
+    from .domaingap import GapReport, health_alarms, label_preservation
+    from .refiner import load_refiner, refine_images
+    from .synth import Synthesizer
+
+    gap_path = refiner_dir / "gap.json"
+    gap = json.loads(gap_path.read_text()) if gap_path.is_file() else {}
+    images, texts = Synthesizer(load_background(mask_path)).render_batch(simgan.gap_size, (simgan.seed, 777_777_777))
+    synthetic = preprocess(images)
+    refined = refine_images(load_refiner(refiner_dir / "refiner.keras"), synthetic)
+    reader = keras.models.load_model(reader_path, compile=False)
+    kept = label_preservation(lambda x: decode_probs(predict_probs(reader, x))[0], synthetic, refined, texts)
+    log(f"label preservation: the raw-synthetic view reads {kept['synthetic_acc']:.1%} of synthetic captchas and "
+        f"{kept['refined_acc']:.1%} of the same refined")
+    if gap:
+        report = GapReport(gap["synthetic_gap"], gap["refined_gap"], gap["mean_change"], kept["kept"])
+        for line in health_alarms(report):
+            if "destroys labels" in line:
+                log(f"alarm: {line}")
+    return {**{k: v for k, v in gap.items() if k != "alarms"}, "label_preservation": kept}
+
+
 def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
                  eval_labels: dict | None = None, log=print, progress: bool = True, resume: bool = False) -> dict:
     """Train everything from unlabelled captchas and solve them. `real_eval` captchas are held out of all training.
@@ -153,6 +180,7 @@ def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConf
     kept = is_done(out / "classifier_raw")
     report["raw"] = classifier_stage(raw_cfg, out / "classifier_raw")
     stage_done("train (raw view)", kept)
+    report["gap"] = refiner_health(out / "refiner", out / "classifier_raw" / "classifier.keras", mask_path, simgan, log)
 
     from .selftrain import agreeing_pseudo_labels, class_balance_weights, pseudo_label_accuracy, reweight
 

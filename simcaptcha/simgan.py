@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .domaingap import GapReport, health_alarms, measure_gap
 from .refiner import (
     ImageHistoryBuffer,
     RefinerConfig,
@@ -17,6 +18,7 @@ from .refiner import (
     refiner_adversarial_loss,
     self_regularization_loss,
 )
+from .files import write_json_atomic
 from .runs import RunDir, save_model_atomic
 
 if TYPE_CHECKING:
@@ -43,6 +45,9 @@ class SimGANConfig:
     sample_every: int = 100
     checkpoint_every: int = 50
     synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
+    gap_every: int = 0  # also measure the domain gap every this many steps, for TensorBoard (0: at the end only)
+    gap_steps: int = 200  # training steps of each fresh critic that scores the gap
+    gap_size: int = 1000  # synthetic captchas (and as many real ones at most) the gap is scored on
 
     @property
     def total_steps(self) -> int:
@@ -136,10 +141,25 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
 
     def save_samples(step):
         refined = refine(sample_syn).numpy()
-        sheet = contact_sheet([("synthetic", sample_syn.numpy()), ("refined", refined), ("real", sample_real)], columns=8)
+        change = np.clip((refined - sample_syn.numpy()) * 4, -1, 1)  # grey: unchanged; lighter or darker: what the refiner did
+        sheet = contact_sheet([("synthetic", sample_syn.numpy()), ("refined", refined), ("refined-syn x4", change),
+                               ("real", sample_real)], columns=8)
         save_png(sheet, run.samples / f"step_{step:06d}.png")
         save_png(sheet, run.samples / "latest.png")
 
+    from .preprocess import preprocess
+
+    gap_images, _ = synth.render_batch(cfg.gap_size, (cfg.seed, 777_777_777))
+    gap_syn = preprocess(gap_images)
+    gap_real = real_x[np.random.default_rng((cfg.seed, 6)).permutation(len(real_x))[: cfg.gap_size]]
+
+    def measure(step) -> GapReport:
+        refined = np.concatenate([refine(tf.constant(gap_syn[i : i + 256])).numpy() for i in range(0, len(gap_syn), 256)])
+        report = measure_gap(gap_real, gap_syn, refined, steps=cfg.gap_steps, seed=cfg.seed)
+        run.log_scalars(step, report.as_scalars())
+        return report
+
+    disc_losses: list[float] = []
     p_r, p_d = cfg.pretrain_refiner_steps, cfg.pretrain_refiner_steps + cfg.pretrain_disc_steps
     bar = tqdm(total=cfg.total_steps, initial=start, desc="refine-train", disable=not progress, dynamic_ncols=True)
     scalars: dict = {}
@@ -156,6 +176,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
             for k in range(cfg.k_d):
                 loss, ra, fa = train_disc(step, k)
             scalars = {"refiner/adversarial": float(adv), "refiner/self_reg": float(reg), "disc/loss": float(loss), "disc/real_acc": float(ra), "disc/refined_acc": float(fa)}
+            disc_losses.append(float(loss))
         done = step + 1
         bar.update(1)
         bar.set_postfix({k.split("/")[1][:8]: f"{v:.3f}" for k, v in scalars.items()})
@@ -163,8 +184,18 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
             run.log_scalars(done, scalars)
         if done % cfg.sample_every == 0 or done == cfg.total_steps:
             save_samples(done)
+        if cfg.gap_every and done % cfg.gap_every == 0 and done != cfg.total_steps:
+            measure(done)
         if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
             run.save_checkpoint(done, {"refiner": refiner, "discriminator": disc}, {"refiner": opt_r, "discriminator": opt_d}, {"history": history.state()})
     bar.close()
+    seconds = time.time() - t0
     save_model_atomic(refiner, run.path / "refiner.keras")
-    return {**scalars, "seconds": time.time() - t0, "config": asdict(cfg)}
+    report = measure(cfg.total_steps)
+    alarms = health_alarms(report, disc_losses)
+    write_json_atomic(run.path / "gap.json", {**asdict(report), "alarms": alarms})
+    log(f"domain gap (critic ROC AUC, 0.5: indistinguishable from real): synthetic {report.synthetic_gap:.3f}, "
+        f"refined {report.refined_gap:.3f}; mean change {report.mean_change:.4f}")
+    for line in alarms:
+        log(f"alarm: {line}")
+    return {**scalars, "seconds": seconds, "gap": asdict(report), "alarms": alarms, "config": asdict(cfg)}
