@@ -66,3 +66,14 @@ def challenge_dir(tmp_path, synthesizer) -> Path:
         all_labels.update(labels)
     (tmp_path / "labels.json").write_text(json.dumps(all_labels))
     return folder
+
+
+@pytest.fixture
+def server(challenge_dir):
+    """A contest server on loopback serving challenge_dir's files and judging against its labels (30 to pass)."""
+    from .contest_server import ContestServer
+
+    docs = [p.read_bytes() for p in sorted(challenge_dir.iterdir())]
+    answers = json.loads((challenge_dir.parent / "labels.json").read_text())
+    with ContestServer(docs, answers, {"img1": b"\xff\xd8fakejpeg"}, threshold=30) as s:
+        yield s

@@ -133,4 +133,4 @@ def test_the_shipped_fast_model_reads_the_sample():
     labels = json.loads((SAMPLE / "labels.json").read_text())
     answers = fast.solve_batch([c.image for c in sample.captchas])
     right = sum(a.text == labels[c.name] for c, a in zip(sample.captchas, answers))
-    assert right >= 33, f"{right} of 40"  # 35 of them when it was shipped (93.8% of all of challenge-14)
+    assert right >= 34, f"{right} of 40"  # 37 of them when it was shipped (95.0% of all of challenge-14)

@@ -9,7 +9,6 @@ import pytest
 
 from simcaptcha.contest import ContestClient, ContestError, check_solutions
 
-from .contest_server import ContestServer
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -18,14 +17,6 @@ def run_script(name, *args):
     proc = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
-
-
-@pytest.fixture
-def server(challenge_dir):
-    docs = [p.read_bytes() for p in sorted(challenge_dir.iterdir())]
-    answers = json.loads((challenge_dir.parent / "labels.json").read_text())
-    with ContestServer(docs, answers, {"img1": b"\xff\xd8fakejpeg"}, threshold=30) as s:
-        yield s
 
 
 def body(pairs):
