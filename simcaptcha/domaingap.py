@@ -7,7 +7,8 @@
 - `label_preservation`: how many refined captchas a reader trained on raw synthetic captchas
   still reads as their labels, against the same synthetic captchas unrefined.
 - `health_alarms`: one line each, with what to try, for a refiner that returns its input while
-  the gap stays high, a discriminator that wins outright, and a refiner that destroys labels.
+  the gap stays high, one that moves captchas away from the real ones, a discriminator that
+  wins outright, and a refiner that destroys labels.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ HIGH_GAP = 0.75  # a critic AUC above this: real and refined are still easy to t
 DISC_WINS_LOSS = 0.05  # discriminator loss below this ...
 DISC_WINS_STEPS = 50  # ... for this many adversarial steps in a row
 KEPT_LABELS = 0.9  # refined captchas must keep at least this share of what the reader reads on synthetic ones
+WIDER_GAP = 0.02  # refined captchas further from real than synthetic ones by more than this AUC
 
 
 def roc_auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
@@ -130,6 +132,10 @@ def health_alarms(report: GapReport | None = None, disc_losses: list[float] | No
         alarms.append(f"the refiner returns its input (mean change {report.mean_change:.4f}) while real and refined "
                       f"captchas stay easy to tell apart (critic AUC {report.refined_gap:.2f}): "
                       "try a smaller --reg-lambda, more --steps, or more refiner --features")
+    if report is not None and report.refined_gap > report.synthetic_gap + WIDER_GAP:
+        alarms.append(f"refining moves captchas away from the real ones (critic AUC {report.refined_gap:.2f} against "
+                      f"{report.synthetic_gap:.2f} unrefined): the discriminator rewards something a fresh critic "
+                      "sees through; look at the samples' refined-syn row, try a larger --reg-lambda or fewer --steps")
     if report is not None and report.kept_labels is not None and report.kept_labels < KEPT_LABELS:
         alarms.append(f"the refiner destroys labels: a reader of synthetic captchas reads {report.kept_labels:.0%} as many "
                       "refined ones right: try a larger --reg-lambda or fewer --steps")

@@ -38,6 +38,9 @@ def test_alarms_a_refiner_that_returns_its_input_and_stays_quiet_otherwise(synth
     working = measure_gap(real, b, shifted(b), steps=150)  # a refiner that closed the gap
     assert working.refined_gap < working.synthetic_gap - 0.2
     assert health_alarms(working) == []
+    # a refiner whose output a critic tells from real more easily than the unrefined captchas
+    assert any("away from the real ones" in line for line in health_alarms(GapReport(0.80, 0.95, 0.05)))
+    assert not any("away from the real ones" in line for line in health_alarms(GapReport(0.80, 0.81, 0.05)))
 
 
 def test_label_and_discriminator_alarms():
