@@ -24,18 +24,18 @@ def test_gap_score_sees_a_known_gap_and_no_gap(synthesizer):
     a = preprocess(synthesizer.render_batch(300, seed=1)[0])
     b = preprocess(synthesizer.render_batch(300, seed=2)[0])
     real = shifted(a)  # "real" captchas: the synthetic ones, brighter
-    assert gap_score(real, b, steps=150) > 0.9  # synthetic against real: easy to tell apart
-    assert gap_score(real, shifted(b), steps=150) < 0.7  # the same shift applied: hard to tell
+    assert gap_score(real, b, steps=150, critics=1) > 0.9  # synthetic against real: easy to tell apart
+    assert gap_score(real, shifted(b), steps=150, critics=1) < 0.7  # the same shift applied: hard to tell
 
 
 def test_alarms_a_refiner_that_returns_its_input_and_stays_quiet_otherwise(synthesizer):
     a = preprocess(synthesizer.render_batch(300, seed=1)[0])
     b = preprocess(synthesizer.render_batch(300, seed=2)[0])
     real = shifted(a)
-    frozen = measure_gap(real, b, b.copy(), steps=150)  # a refiner that returns its input
+    frozen = measure_gap(real, b, b.copy(), steps=150, critics=1)  # a refiner that returns its input
     assert frozen.mean_change == 0 and frozen.refined_gap > 0.9
     assert any("returns its input" in line for line in health_alarms(frozen))
-    working = measure_gap(real, b, shifted(b), steps=150)  # a refiner that closed the gap
+    working = measure_gap(real, b, shifted(b), steps=150, critics=1)  # a refiner that closed the gap
     assert working.refined_gap < working.synthetic_gap - 0.2
     assert health_alarms(working) == []
     # a refiner whose output a critic tells from real more easily than the unrefined captchas
@@ -63,7 +63,7 @@ def test_refine_train_reports_the_gap(tmp_path, synthesizer, background):
     real = shifted(preprocess(synthesizer.render_batch(200, seed=3)[0]))
     cfg = SimGANConfig(steps=4, pretrain_refiner_steps=2, pretrain_disc_steps=2, batch_size=8, features=4, blocks=1,
                        disc_features=4, history_size=32, mask=str(tmp_path / "mask.png"), sample_every=100,
-                       gap_every=3, gap_steps=20, gap_size=100)
+                       gap_every=3, gap_steps=20, gap_size=100, gap_critics=1)
     lines = []
     result = train_refiner(cfg, real, tmp_path / "run", progress=False, log=lines.append)
     import json
