@@ -26,3 +26,8 @@ def encode(text: str) -> np.ndarray:
 
 def decode(indices) -> str:
     return "".join(ALPHABET[int(i)] for i in indices)
+
+
+def captcha_spec() -> dict:
+    """What a model reads: image size, text length and alphabet (saved with exported models, served by /health)."""
+    return {"height": IMAGE_HEIGHT, "width": IMAGE_WIDTH, "length": CAPTCHA_LENGTH, "alphabet": ALPHABET}

@@ -28,8 +28,8 @@ IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 MAX_CHALLENGE_BYTES = 256 * 2**20  # a 1,000-captcha challenge file is about 3 MB
 MAX_IMAGE_BYTES = 8 * 2**20  # one captcha image, as a file or one entry's decoded bytes
 
-__all__ = ["Captcha", "LoadResult", "InputError", "decode_image", "load_captchas", "encode_challenge",
-           "parse_challenge", "read_challenge_file", "read_image_file", "read_labels"]
+__all__ = ["Captcha", "LoadResult", "InputError", "captcha_files", "decode_image", "load_captchas", "encode_challenge",
+           "parse_challenge", "read_captcha_file", "read_challenge_file", "read_image", "read_image_file", "read_labels"]
 
 
 @dataclass
@@ -64,10 +64,6 @@ class LoadResult:
         return [c.name for c in self.captchas]
 
 
-class _WrongSize(Exception):
-    pass
-
-
 def decode_image(data: bytes, size: tuple[int, int] = (IMAGE_WIDTH, IMAGE_HEIGHT)) -> np.ndarray:
     """Image bytes -> (height, width, 3) uint8 RGB; ValueError says what is wrong.
 
@@ -76,25 +72,35 @@ def decode_image(data: bytes, size: tuple[int, int] = (IMAGE_WIDTH, IMAGE_HEIGHT
     """
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"image is {len(data) / 2**20:.1f} MB, more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit")
+    rgb = None
     try:
         with warnings.catch_warnings():
-            # The size check below refuses any size but the expected one before decoding; PIL's
-            # own warning for large declared sizes would only add noise.
+            # Any size but the expected one is refused below, before decoding; PIL's own warning
+            # for large declared sizes would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS)) as im:
-                if im.size != size:
-                    raise _WrongSize(f"image is {im.size[0]}x{im.size[1]}, expected {size[0]}x{size[1]}")
-                im.load()
-                rgb = np.asarray(im.convert("RGB"))
-    except _WrongSize as exc:
-        raise ValueError(str(exc)) from None
+                declared = im.size
+                if declared == size:
+                    im.load()
+                    rgb = np.asarray(im.convert("RGB"))
     except Image.DecompressionBombError:
         raise ValueError("image declares far more pixels than a captcha has (a decompression bomb?)") from None
     except Exception as exc:  # PIL raises many kinds on corrupt data; every one is one bad entry
         raise ValueError(f"not a readable image ({exc.__class__.__name__})") from None
+    if rgb is None:
+        raise ValueError(f"image is {declared[0]}x{declared[1]}, expected {size[0]}x{size[1]}")
     if rgb.shape != (size[1], size[0], 3):
         raise ValueError(f"image decodes to {rgb.shape}, expected {size[0]}x{size[1]} RGB")
     return rgb
+
+
+def read_image(path: Path) -> tuple[np.ndarray, bytes]:
+    """One image file -> (RGB array, its bytes); ValueError for a file too large or not a captcha image,
+    OSError where it cannot be read. The size is checked before the file is read."""
+    if Path(path).stat().st_size > MAX_IMAGE_BYTES:
+        raise ValueError(f"file is more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB an image may have")
+    data = Path(path).read_bytes()
+    return decode_image(data), data
 
 
 def parse_challenge(data: bytes, where: str, result: LoadResult) -> None:
@@ -104,6 +110,20 @@ def parse_challenge(data: bytes, where: str, result: LoadResult) -> None:
     except InputError as exc:
         result.errors.append(str(exc))
         return
+    _read_entries(doc, where, result)
+
+
+def read_challenge_file(path: Path, result: LoadResult) -> None:
+    """Append the captchas of one challenge file to `result`; bad entries become error lines."""
+    try:
+        doc = read_json(path, MAX_CHALLENGE_BYTES, "JSON challenge file")
+    except InputError as exc:
+        result.errors.append(str(exc))
+        return
+    _read_entries(doc, str(path), result)
+
+
+def _read_entries(doc, where: str, result: LoadResult) -> None:
     entries = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         result.errors.append(f'{where}: no "images" list')
@@ -135,30 +155,13 @@ def parse_challenge(data: bytes, where: str, result: LoadResult) -> None:
         result.add(Captcha(entry["name"], image, at, data))
 
 
-def read_challenge_file(path: Path, result: LoadResult) -> None:
-    """Append the captchas of one challenge file to `result`; bad entries become error lines."""
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_CHALLENGE_BYTES:
-            result.errors.append(f"{path}: {size / 2**20:.0f} MB, more than the {MAX_CHALLENGE_BYTES / 2**20:.0f} MB a challenge file may have")
-            return
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        result.errors.append(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})")
-        return
-    parse_challenge(data, str(path), result)
-
-
 def read_image_file(path: Path, result: LoadResult) -> None:
     problem = check_file_stem(path.stem)
     if problem:
         result.errors.append(f"{path}: {problem}")
         return
     try:
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise ValueError(f"file is more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB an image may have")
-        data = Path(path).read_bytes()
-        image = decode_image(data)
+        image, data = read_image(path)
     except OSError as exc:
         result.errors.append(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})")
         return
@@ -169,8 +172,38 @@ def read_image_file(path: Path, result: LoadResult) -> None:
     result.add(Captcha(path.stem, image, str(path), jpeg))
 
 
-def _files_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def read_captcha_file(path: Path, result: LoadResult) -> None:
+    """One file of `captcha_files`: an image by its suffix, else a challenge file."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        read_image_file(path, result)
+    else:
+        read_challenge_file(path, result)
+
+
+def captcha_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files `load_captchas` reads from `paths`, in order: files as given, and in folders the images and
+    challenge files (no suffix or .json), leaving out labels.json, confidence files and hidden files.
+
+    A missing path or an empty folder raises InputError.
+    """
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InputError(f"{shown(str(path), 200)[1:-1]}: no such file or folder")
+        if not path.is_dir():
+            if path.name != "labels.json" and not path.name.endswith(".confidence.json"):
+                files.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not inside:
+            raise InputError(f"{path}: folder is empty")
+        for f in inside:
+            if f.name == "labels.json" or f.name.endswith(".confidence.json"):
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES or f.suffix.lower() in {"", ".json"}:
+                files.append(f)  # a folder may hold README and the like beside the data
+    return files
 
 
 def load_captchas(paths: Iterable[str | os.PathLike]) -> LoadResult:
@@ -180,22 +213,8 @@ def load_captchas(paths: Iterable[str | os.PathLike]) -> LoadResult:
     `errors` and skipped. A name read twice keeps its first captcha (the contest counts a name once).
     """
     result = LoadResult()
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise InputError(f"{shown(str(path), 200)[1:-1]}: no such file or folder")
-        files = _files_in(path) if path.is_dir() else [path]
-        if path.is_dir() and not files:
-            raise InputError(f"{path}: folder is empty")
-        for f in files:
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                read_image_file(f, result)
-            elif path.is_dir() and f.suffix.lower() not in {"", ".json"}:
-                continue  # a folder may hold labels.json, README and the like beside the data
-            elif f.name == "labels.json" or f.name.endswith(".confidence.json"):
-                continue
-            else:
-                read_challenge_file(f, result)
+    for f in captcha_files(paths):
+        read_captcha_file(f, result)
     return result
 
 

@@ -16,6 +16,7 @@ from . import quiet
 from .challenges import LoadResult, load_captchas
 from .files import InputError, refuse_overwriting_inputs
 from .classifier import ClassifierConfig
+from .distill import DistillConfig
 from .pipeline import PipelineConfig
 from .preprocess import BACKGROUND_SAMPLE
 from .simgan import SimGANConfig
@@ -24,6 +25,7 @@ SIMGAN_DEFAULTS = SimGANConfig()
 CLASSIFIER_DEFAULTS = ClassifierConfig()
 WIDTH_HELP = "Classifier width: multiplies its convolution channels and hidden units (2.0: about 4x the weights, about 2.4x slower to train)."
 PIPELINE_DEFAULTS = PipelineConfig()
+DISTILL_DEFAULTS = DistillConfig()
 POOL_HELP = "Synthetic captchas to render once up front, one process per core, and draw every batch from (0: render each batch beside training, slower on few cores)."
 
 app = typer.Typer(
@@ -226,13 +228,13 @@ def refine_train(
     sample_every: int = typer.Option(SIMGAN_DEFAULTS.sample_every, min=1, help="Write a synthetic/refined/real PNG grid every this many steps."),
     checkpoint_every: int = typer.Option(SIMGAN_DEFAULTS.checkpoint_every, min=1, help="Save a resumable checkpoint every this many steps."),
     synthetic_pool: int = typer.Option(SIMGAN_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
-    gap_every: int = typer.Option(SIMGAN_DEFAULTS.gap_every, "--gap-every", min=0, help="Also score the domain gap every this many steps, for TensorBoard (0: at the end only; each score trains two small critics)."),
+    gap_every: int = typer.Option(SIMGAN_DEFAULTS.gap_every, "--gap-every", min=0, help="Also score the domain gap every this many steps, for TensorBoard (0: at the end only; each score trains fresh small critics)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
     """Train the SimGAN refiner that makes synthetic captchas look like the real ones.
 
-    At the end it prints the domain gap (a fresh critic's ROC AUC telling real from synthetic,
-    and from refined captchas; 0.5: indistinguishable), writes it to OUT/gap.json, and prints
+    At the end it prints the domain gap (the mean ROC AUC of fresh critics telling real from
+    synthetic, and from refined captchas; 0.5: indistinguishable), writes it to OUT/gap.json, and prints
     an `alarm:` line for a refiner that returns its input or a discriminator that wins outright.
 
     Example: simcaptcha refine-train --real ../shared/data/hackmit/challenges -o runs/refiner --mask mask.png
@@ -273,7 +275,8 @@ def refine(
 
     from PIL import Image
 
-    from .files import child_path, read_json, write_atomic, write_json_atomic
+    from .challenges import read_labels
+    from .files import child_path, write_atomic, write_json_atomic
     from .preprocess import preprocess, to_uint8
     from .refiner import load_refiner, refine_images
 
@@ -281,9 +284,9 @@ def refine(
     if not labels_path.is_file():
         fail(f"{labels_path}: missing; refine expects a folder written by `simcaptcha synth`")
     refuse_overwriting_inputs([out], [in_dir])
-    labels = read_json(labels_path, what="labels file")
-    if not isinstance(labels, dict):
-        fail(f"{labels_path}: expected a JSON file name -> text map")
+    labels, bad_labels = read_labels(labels_path)
+    for line in bad_labels:
+        typer.echo(f"skipped: {line}", err=True)
     loaded = load_or_fail([in_dir])
     model = load_refiner(refiner_path)
     refined = to_uint8(refine_images(model, preprocess(loaded.images())))
@@ -503,13 +506,13 @@ def distill(
     out: Path = typer.Option(..., "-o", "--out", help="Model folder for the student: classifier.keras, config.json, checkpoint, logs/."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Model folder or classifier.keras whose readings the student learns; default: the shipped model."),
     mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG for the synthetic captchas mixed in; default: mask.png beside --teacher, else estimated from the captchas."),
-    steps: int = typer.Option(6000, min=1, help="Training steps."),
-    width: float = typer.Option(1.0, min=0.25, max=8.0, help="Student width (1.0: one network a quarter the size of one width-2 classifier)."),
-    conv1_stride: int = typer.Option(1, "--conv1-stride", min=1, max=2, help="2: the second convolution halves the map itself instead of a max-pool after it (cheaper to read)."),
-    filters: str = typer.Option("16,32,64,128", "--filters", help="The student's four convolution widths, comma-separated (before --width)."),
+    steps: int = typer.Option(DISTILL_DEFAULTS.steps, min=1, help="Training steps."),
+    width: float = typer.Option(DISTILL_DEFAULTS.width, min=0.25, max=8.0, help="Student width (1.0: one network a quarter the size of one width-2 classifier)."),
+    conv1_stride: int = typer.Option(DISTILL_DEFAULTS.conv1_stride, "--conv1-stride", min=1, max=2, help="2: the second convolution halves the map itself instead of a max-pool after it (cheaper to read)."),
+    filters: str = typer.Option(",".join(map(str, DISTILL_DEFAULTS.filters)), "--filters", help="The student's four convolution widths, comma-separated (before --width)."),
     synthetic: int = typer.Option(20_000, min=0, help="Labelled synthetic captchas rendered once and mixed into every batch (0: real captchas alone)."),
-    synthetic_fraction: float = typer.Option(0.25, min=0.0, max=0.9, help="Share of each batch from the synthetic captchas."),
-    shift: int = typer.Option(2, min=0, max=10, help="Pixels by which real captchas are randomly moved in each batch."),
+    synthetic_fraction: float = typer.Option(DISTILL_DEFAULTS.synthetic_fraction, min=0.0, max=0.9, help="Share of each batch from the synthetic captchas."),
+    shift: int = typer.Option(DISTILL_DEFAULTS.shift, min=0, max=10, help="Pixels by which real captchas are randomly moved in each batch."),
     seed: int = typer.Option(0, help="Random seed: same seed, same run."),
     eval_real: Optional[List[Path]] = typer.Option(None, "--eval-real", help="Held-out real challenge files: excluded from training, used to report accuracy."),
     eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="JSON name -> text for --eval-real; never used for training."),
@@ -521,7 +524,7 @@ def distill(
     synthetic captchas; no real label is used. Example:
     simcaptcha distill challenges/ -o runs/fast --width 1
     """
-    from .distill import DistillConfig, distill_classifier
+    from .distill import distill_classifier
     from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess
     from .solver import load_classifier
     from .synth import SynthConfig, render_pool_with_bar
@@ -536,7 +539,10 @@ def distill(
     loaded = load_or_fail(paths)
     real_eval = load_eval_set(eval_real, eval_labels)
     held = set(real_eval.names) if real_eval else set()
-    images = np.stack([c.image for c in loaded.captchas if c.name not in held])
+    kept = [c.image for c in loaded.captchas if c.name not in held]
+    if not kept:
+        fail("no captcha left to learn from once the --eval-real captchas are held out")
+    images = np.stack(kept)
     teacher_model = load_classifier(teacher)
     pool = None
     if synthetic:

@@ -63,6 +63,11 @@ def check_solutions(body) -> list[str]:
 class Reply:
     status: int
     content: bytes
+    location: str = ""  # where a redirect points
+
+    @property
+    def redirect(self) -> bool:
+        return self.status in REDIRECT_CODES
 
     @property
     def text(self) -> str:
@@ -115,8 +120,7 @@ class ContestClient:
                 if size > self.max_bytes:
                     raise ContestError(f"the reply is larger than {self.max_bytes / 2**20:.0f} MB; not read")
                 chunks.append(chunk)
-            return Reply(response.status_code, b"".join(chunks)) if response.status_code not in REDIRECT_CODES else \
-                Reply(response.status_code, response.headers.get("Location", "").encode())
+            return Reply(response.status_code, b"".join(chunks), response.headers.get("Location", ""))
         finally:
             response.close()
 
@@ -142,9 +146,9 @@ class ContestClient:
     def _follow(self, url: str) -> Reply:
         for _ in range(MAX_REDIRECTS + 1):
             reply = self._once("GET", url, None)
-            if reply.status not in REDIRECT_CODES:
+            if not reply.redirect:
                 return reply
-            target = urljoin(url, reply.text)
+            target = urljoin(url, reply.location)
             if not self._inside_base(target):
                 raise ContestError(f"the server redirected to {target[:120]}, outside {self.base_url}; not followed")
             url = target
@@ -184,8 +188,8 @@ class ContestClient:
             if _nothing_sent(exc):
                 raise ContestError(f"cannot reach {self.base_url}: {exc.__class__.__name__}; nothing was sent") from None
             raise ContestError(unknown.format(exc.__class__.__name__)) from None
-        if reply.status in REDIRECT_CODES:
-            raise ContestError(f"solution: the server redirected to {reply.text[:120]}; a submission is not sent again")
+        if reply.redirect:
+            raise ContestError(f"solution: the server redirected to {reply.location[:120]}; a submission is not sent again")
         try:
             answer = json.loads(reply.content)
         except (ValueError, RecursionError):

@@ -17,18 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH
+from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH, captcha_spec
 from .files import InputError, write_atomic
+from .onnx_backend import SPEC_KEY
 
-SPEC_KEY = "simcaptcha_spec"
 OPSET = 17
 
 
-def captcha_spec() -> dict:
-    """What a model reads: image size, text length, alphabet, and the input it expects ("rgb": uint8
-    (N, height, width, 3), preprocessed inside the model exactly as `preprocess()` does)."""
-    return {"height": IMAGE_HEIGHT, "width": IMAGE_WIDTH, "length": CAPTCHA_LENGTH, "alphabet": ALPHABET,
-            "input": "rgb", "format": 1}
+def exported_spec() -> dict:
+    """The captcha spec an exported model carries, with its input: "rgb", uint8 (N, height, width, 3),
+    preprocessed inside the model exactly as `preprocess()` does."""
+    return {**captcha_spec(), "input": "rgb", "format": 1}
 
 
 def _preprocess(g: _Graph, rgb: str) -> str:
@@ -197,7 +196,7 @@ def to_onnx(model):
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="simcaptcha")
     proto.ir_version = 8  # readable by every onnxruntime of the last years
-    helper.set_model_props(proto, {SPEC_KEY: json.dumps(captcha_spec())})
+    helper.set_model_props(proto, {SPEC_KEY: json.dumps(exported_spec())})
     onnx.checker.check_model(proto)
     return proto
 
@@ -212,4 +211,4 @@ def export_onnx(model_path: str | Path | None, out: str | Path) -> dict:
         raise InputError("exporting needs the onnx package: pip install 'simcaptcha[onnx]'") from None
     proto = to_onnx(load_classifier(model_path))
     write_atomic(out, proto.SerializeToString())
-    return captcha_spec()
+    return exported_spec()

@@ -192,6 +192,7 @@ def input_files(paths: Iterable[str | os.PathLike]) -> set[Path]:
 
 def refuse_overwriting_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
     """InputError before any work when an output file is an input, or an output folder holds inputs."""
+    inputs = list(inputs)  # read twice below
     read = input_files(inputs)
     folders = {Path(p).resolve() for p in inputs if Path(p).is_dir()}
     for raw in outputs:

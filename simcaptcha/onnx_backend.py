@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
+from .alphabet import CAPTCHA_LENGTH, NUM_CLASSES, captcha_spec
 from .files import InputError
 
-SPEC_KEY = "simcaptcha_spec"  # as export.py writes it
+SPEC_KEY = "simcaptcha_spec"  # the metadata entry holding an exported model's captcha spec
 BATCH = 512
 # What a model's input is: uint8 RGB it preprocesses itself, or preprocess()'s float output.
 INPUTS = {"rgb": np.uint8, "preprocessed": np.float32}
@@ -47,7 +47,7 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None):
         spec = json.loads(spec_text)
     except ValueError:
         raise InputError(f"{path}: its {SPEC_KEY} metadata is not JSON") from None
-    expected = {"height": IMAGE_HEIGHT, "width": IMAGE_WIDTH, "length": CAPTCHA_LENGTH, "alphabet": ALPHABET}
+    expected = captcha_spec()
     differs = [f"{k} {spec.get(k)!r} (expected {v!r})" for k, v in expected.items() if spec.get(k) != v]
     if differs:
         raise InputError(f"{path}: made for other captchas: " + ", ".join(differs))

@@ -1,6 +1,6 @@
 """Batch solving on Ray Data: the same code on a laptop's local Ray and on a cluster (`pip install 'simcaptcha[ray]'`).
 
-Input files (challenge files and images, as `load_captchas` lists them) are spread over the
+Input files (challenge files and images, as `captcha_files` lists them for `load_captchas`) are spread over the
 cluster; each is read and checked where it lands (a bad entry becomes an error row, as a
 skipped line locally), and actors holding one Solver each read batches of captchas. The
 driver gathers names, answers and confidences, keeps the first of a repeated name, and
@@ -16,39 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
-from .challenges import IMAGE_SUFFIXES, LoadResult, read_challenge_file, read_image_file
+from .challenges import LoadResult, captcha_files, read_captcha_file
 from .files import InputError
 from .solver import Solution, SolveResult, Solver, answers_from_probs
 
 
-def input_files(paths) -> list[Path]:
-    """The files `load_captchas` would read from `paths`, in its order."""
-    files = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise InputError(f"{path}: no such file or folder")
-        if path.is_file():
-            files.append(path)
-            continue
-        inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        if not inside:
-            raise InputError(f"{path}: folder is empty")
-        for f in inside:
-            suffix = f.suffix.lower()
-            if suffix in IMAGE_SUFFIXES or (suffix in {"", ".json"} and f.name != "labels.json" and not f.name.endswith(".confidence.json")):
-                files.append(f)
-    return files
-
-
 def read_file(row: dict) -> list[dict]:
     """One input file -> rows of {name, image, error}; a bad entry is a row with its error line."""
-    path = Path(row["path"])
     result = LoadResult()
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        read_image_file(path, result)
-    else:
-        read_challenge_file(path, result)
+    read_captcha_file(Path(row["path"]), result)
     empty = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
     rows = [{"order": row["order"], "name": c.name, "image": c.image, "error": ""} for c in result.captchas]
     rows += [{"order": row["order"], "name": "", "image": empty, "error": e} for e in result.errors]
@@ -74,7 +50,7 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
         import ray
     except ImportError:
         raise InputError("solving on Ray needs Ray Data: pip install 'simcaptcha[ray]'") from None
-    files = input_files(paths)
+    files = captcha_files(paths)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  num_cpus=None if address else os.cpu_count())

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH
+from .alphabet import captcha_spec
 from .solver import Solver, answers_from_probs, to_rgb
 
 
@@ -141,7 +141,7 @@ def create_app(solver: Solver, cfg: ServiceConfig = ServiceConfig()):
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": solver.source, "backend": solver.backend, "batches": batcher.batches,
-                "spec": {"height": IMAGE_HEIGHT, "width": IMAGE_WIDTH, "length": CAPTCHA_LENGTH, "alphabet": ALPHABET}}
+                "spec": captcha_spec()}
 
     @app.post("/solve")
     async def solve(request: Request):

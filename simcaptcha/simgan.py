@@ -60,6 +60,15 @@ class SimGANConfig:
         return pre + max(0, step - pre) * (self.k_g + self.k_d)
 
 
+def gap_synthetic(synth, cfg: SimGANConfig) -> tuple[np.ndarray, list[str]]:
+    """The synthetic captchas (preprocessed) and texts a run's domain gap is scored on: cfg.gap_size of
+    their own seed, so refine-train and the pipeline's label check read the same ones."""
+    from .preprocess import preprocess
+
+    images, texts = synth.render_batch(cfg.gap_size, (cfg.seed, 777_777_777))
+    return preprocess(images), texts
+
+
 def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool = False, pool: SyntheticPool | None = None,
                   progress: bool = True, log=print) -> dict:
     """Train refiner and discriminator on preprocessed real images `real_x` (N, 50, 100, 1); write OUT/refiner.keras.
@@ -148,10 +157,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
         save_png(sheet, run.samples / f"step_{step:06d}.png")
         save_png(sheet, run.samples / "latest.png")
 
-    from .preprocess import preprocess
-
-    gap_images, _ = synth.render_batch(cfg.gap_size, (cfg.seed, 777_777_777))
-    gap_syn = preprocess(gap_images)
+    gap_syn, _ = gap_synthetic(synth, cfg)
     gap_real = real_x[np.random.default_rng((cfg.seed, 6)).permutation(len(real_x))[: cfg.gap_size]]
 
     def measure(step) -> GapReport:

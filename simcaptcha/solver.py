@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .challenges import MAX_IMAGE_BYTES, LoadResult, decode_image, load_captchas
+from .challenges import LoadResult, decode_image, load_captchas, read_image
 from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
-from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, decode
+from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
 from .preprocess import preprocess
 
 MAX_CONTEST_ANSWERS = 15_000
@@ -122,9 +122,10 @@ def to_rgb(image) -> np.ndarray:
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"{path}: no such file")
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise ValueError(f"{path}: more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB an image may have")
-        return decode_image(path.read_bytes())
+        try:
+            return read_image(path)[0]
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     if isinstance(image, Image.Image):
         if image.size != (IMAGE_WIDTH, IMAGE_HEIGHT):
             raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
@@ -200,10 +201,12 @@ class Solver:
 
     def solve_batch(self, images) -> list[Answer]:
         """Read many captchas at once (a list of bytes, paths, PIL images or arrays, or an (N, 50, 100, 3) array)."""
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            rgb = np.stack([to_rgb(i) for i in images]) if images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3) else images
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
+            rgb = images  # already a batch of RGB captchas
+        elif len(images):
+            rgb = np.stack([to_rgb(i) for i in images])
         else:
-            rgb = np.stack([to_rgb(i) for i in images]) if len(images) else np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+            rgb = np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
         return answers_from_probs(self.probabilities(rgb))
 
     def solve(self, image) -> Answer:
@@ -212,9 +215,10 @@ class Solver:
 
 
 def answers_from_probs(probs: np.ndarray) -> list[Answer]:
-    idx = probs.argmax(-1)
-    conf = probs.max(-1).prod(-1)
-    return [Answer(decode(row), float(c), p) for row, c, p in zip(idx, conf, probs)]
+    from .classifier import decode_probs
+
+    texts, conf = decode_probs(probs)
+    return [Answer(t, float(c), p) for t, c, p in zip(texts, conf, probs)]
 
 
 def as_solver(model) -> Solver:

@@ -112,7 +112,8 @@ def test_onnx_solving_imports_no_tensorflow(tmp_path):
 def test_onnx_models_for_other_captchas_are_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     from simcaptcha.classifier import ClassifierConfig, build_classifier
-    from simcaptcha.export import SPEC_KEY, to_onnx
+    from simcaptcha.export import to_onnx
+    from simcaptcha.onnx_backend import SPEC_KEY
 
     proto = to_onnx(build_classifier(ClassifierConfig(filters=(4, 8), dense=8)))
     spec = json.loads(next(p.value for p in proto.metadata_props if p.key == SPEC_KEY))
