@@ -44,9 +44,10 @@ def main():
     if args.paths:
         loaded = load_captchas(args.paths)
     else:
+        from simcaptcha.spec import legacy_spec
         from simcaptcha.synth import Synthesizer, striped_background
 
-        images, _ = Synthesizer(striped_background(np.random.default_rng(0))).render_batch(5000, seed=0)
+        images, _ = Synthesizer(legacy_spec(), striped_background(np.random.default_rng(0), 50, 100)).render_batch(5000, seed=0)
         loaded = LoadResult([Captcha(f"{i:032x}", im, "synthetic") for i, im in enumerate(images)])
     from pathlib import Path
 

@@ -63,17 +63,18 @@ def main():
     args = parser.parse_args()
 
     from simcaptcha.challenges import load_captchas
-    from simcaptcha.solver import load_classifier, solve_loaded
+    from simcaptcha.solver import Solver, solve_loaded
 
-    background = load_background(args.mask)
+    solver = Solver.load(args.model)
+    background = load_background(args.mask, solver.spec.size)
     lines = line_mask(background)
     loaded = load_captchas(args.challenges)
     image_of = {c.name: c.image for c in loaded.captchas}
-    solved = solve_loaded(loaded, load_classifier(args.model)).solutions  # as `simcaptcha solve` reads them
+    solved = solve_loaded(loaded, solver).solutions  # as `simcaptcha solve` reads them
     sure = [s for s in solved if s.confidence >= args.min_confidence]
     real = np.stack([image_of[s.name] for s in sure])
     real_stats, real_bands = placement(real, [s.text for s in sure], lines)
-    synth = Synthesizer(background, SynthConfig(anchored=not args.centred))
+    synth = Synthesizer(solver.spec, background, SynthConfig(anchored=not args.centred))
     images, synth_texts = synth.render_batch(args.n, seed=args.seed)
     synth_stats, synth_bands = placement(images, synth_texts, lines)
 

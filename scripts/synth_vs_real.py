@@ -13,20 +13,19 @@ import json
 from collections import Counter
 
 from simcaptcha import quiet
-from simcaptcha.alphabet import ALPHABET
 
 quiet.tensorflow()  # TensorFlow without its start-up chatter
 
 
-def per_char_errors(pairs) -> dict[str, tuple[int, Counter]]:
-    """(truth, reading) text pairs -> {char: (times seen, what it was misread as)}."""
-    seen, misread_as = Counter(), {c: Counter() for c in ALPHABET}
+def per_char_errors(pairs, alphabet: str) -> dict[str, tuple[int, Counter]]:
+    """(truth, reading) text pairs -> {char: (times seen, what it was misread as)} for each char of `alphabet`."""
+    seen, misread_as = Counter(), {c: Counter() for c in alphabet}
     for truth, reading in pairs:
         for t, r in zip(truth, reading):
             seen[t] += 1
             if r != t:
                 misread_as[t][r] += 1
-    return {c: (seen[c], misread_as[c]) for c in ALPHABET}
+    return {c: (seen[c], misread_as[c]) for c in alphabet}
 
 
 def error_rate(seen: int, misread_as: Counter) -> float:
@@ -54,19 +53,19 @@ def main():
     from simcaptcha.challenges import load_captchas
     from simcaptcha.classifier import decode_probs, predict_probs
     from simcaptcha.preprocess import load_background, preprocess
-    from simcaptcha.solver import load_classifier, solve_loaded
+    from simcaptcha.solver import load_classifier, solve_loaded, Solver
     from simcaptcha.synth import Synthesizer
 
-    model = load_classifier(args.model)
+    model, spec = load_classifier(args.model)
     with open(args.labels) as f:
         labels = json.load(f)
-    solved = solve_loaded(load_captchas(args.challenges), model).solutions  # as `simcaptcha solve` reads them
-    real = per_char_errors((labels[s.name], s.text) for s in solved if s.name in labels)
-    images, texts = Synthesizer(load_background(args.mask)).render_batch(args.n, seed=args.seed)
-    synthetic = per_char_errors(zip(texts, decode_probs(predict_probs(model, preprocess(images)))[0]))
+    solved = solve_loaded(load_captchas(args.challenges), Solver.from_keras(model, spec)).solutions  # as `simcaptcha solve` reads them
+    real = per_char_errors(((labels[s.name], s.text) for s in solved if s.name in labels), spec.alphabet)
+    images, texts = Synthesizer(spec, load_background(args.mask, spec.size)).render_batch(args.n, seed=args.seed)
+    synthetic = per_char_errors(zip(texts, decode_probs(predict_probs(model, preprocess(images)), spec)[0]), spec.alphabet)
 
-    order = sorted(ALPHABET, key=lambda c: -abs(error_rate(*synthetic[c]) - error_rate(*real[c])))
-    print(f"real: {sum(seen for seen, _ in real.values()) // 4} labelled captchas; synthetic: {args.n}")
+    order = sorted(spec.alphabet, key=lambda c: -abs(error_rate(*synthetic[c]) - error_rate(*real[c])))
+    print(f"real: {sum(s.name in labels for s in solved)} labelled captchas; synthetic: {args.n}")
     print(f"{'char':4s} {'real: misread, read as':>30s}   {'synthetic: misread, read as':>30s}")
     for c in order[: args.top]:
         print(f"{c:4s} {describe(*real[c]):>30s}   {describe(*synthetic[c]):>30s}")

@@ -20,8 +20,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
 from .files import InputError, check_file_stem, check_name, parse_json, read_json, shown
+from .spec import MAX_SIDE
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp"}
 IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
@@ -35,7 +35,7 @@ __all__ = ["Captcha", "LoadResult", "InputError", "captcha_files", "decode_image
 @dataclass
 class Captcha:
     name: str
-    image: np.ndarray  # (50, 100, 3) uint8 RGB
+    image: np.ndarray  # (height, width, 3) uint8 RGB
     source: str  # file (and entry) it came from
     jpeg: bytes | None = None  # the original bytes, when the source was a JPEG
 
@@ -56,19 +56,37 @@ class LoadResult:
         self.captchas.append(captcha)
 
     def images(self) -> np.ndarray:
+        """(N, height, width, 3): every captcha must have one size (see `resize`); InputError names each size found."""
         if not self.captchas:
-            return np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+            raise InputError("no captcha was read")
+        examples = {}
+        for c in self.captchas:
+            examples.setdefault(c.image.shape[:2], c.source)
+        if len(examples) > 1:
+            found = ", ".join(f"{w}x{h} ({where})" for (h, w), where in examples.items())
+            raise InputError(f"captchas of {len(examples)} sizes: {found}; give one size, or pass --resize WIDTHxHEIGHT")
         return np.stack([c.image for c in self.captchas])
+
+    def resize(self, size: tuple[int, int]) -> int:
+        """Resize every captcha not already `size` (width, height) in place; returns how many changed."""
+        changed = 0
+        for c in self.captchas:
+            if c.image.shape[:2] != (size[1], size[0]):
+                c.image = np.asarray(Image.fromarray(c.image).resize(size, Image.BILINEAR))
+                c.jpeg = None
+                changed += 1
+        return changed
 
     def names(self) -> list[str]:
         return [c.name for c in self.captchas]
 
 
-def decode_image(data: bytes, size: tuple[int, int] = (IMAGE_WIDTH, IMAGE_HEIGHT)) -> np.ndarray:
+def decode_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
     """Image bytes -> (height, width, 3) uint8 RGB; ValueError says what is wrong.
 
     The format and the declared size are read from the header first: an image of the wrong
-    size (a decompression bomb among them) is refused before its pixels are decoded.
+    size (`size`, (width, height), when given; else larger than MAX_SIDE on a side, as a
+    decompression bomb is) is refused before its pixels are decoded.
     """
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"image is {len(data) / 2**20:.1f} MB, more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB limit")
@@ -80,27 +98,29 @@ def decode_image(data: bytes, size: tuple[int, int] = (IMAGE_WIDTH, IMAGE_HEIGHT
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS)) as im:
                 declared = im.size
-                if declared == size:
+                if declared == size or (size is None and 0 < min(declared) and max(declared) <= MAX_SIDE):
                     im.load()
                     rgb = np.asarray(im.convert("RGB"))
     except Image.DecompressionBombError:
         raise ValueError("image declares far more pixels than a captcha has (a decompression bomb?)") from None
     except Exception as exc:  # PIL raises many kinds on corrupt data; every one is one bad entry
         raise ValueError(f"not a readable image ({exc.__class__.__name__})") from None
+    if rgb is None and size is None:
+        raise ValueError(f"image is {declared[0]}x{declared[1]}, more than the {MAX_SIDE} pixels a side a captcha may have")
     if rgb is None:
         raise ValueError(f"image is {declared[0]}x{declared[1]}, expected {size[0]}x{size[1]}")
-    if rgb.shape != (size[1], size[0], 3):
-        raise ValueError(f"image decodes to {rgb.shape}, expected {size[0]}x{size[1]} RGB")
+    if rgb.shape != (declared[1], declared[0], 3):
+        raise ValueError(f"image decodes to {rgb.shape}, expected {declared[0]}x{declared[1]} RGB")
     return rgb
 
 
-def read_image(path: Path) -> tuple[np.ndarray, bytes]:
+def read_image(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bytes]:
     """One image file -> (RGB array, its bytes); ValueError for a file too large or not a captcha image,
     OSError where it cannot be read. The size is checked before the file is read."""
     if Path(path).stat().st_size > MAX_IMAGE_BYTES:
         raise ValueError(f"file is more than the {MAX_IMAGE_BYTES / 2**20:.0f} MB an image may have")
     data = Path(path).read_bytes()
-    return decode_image(data), data
+    return decode_image(data, size), data
 
 
 def parse_challenge(data: bytes, where: str, result: LoadResult) -> None:
@@ -223,8 +243,22 @@ def encode_challenge(named_jpegs: Iterable[tuple[str, bytes]]) -> dict:
     return {"images": [{"name": n, "jpg_base64": base64.b64encode(b).decode()} for n, b in named_jpegs]}
 
 
+def label_from_name(name: str) -> str:
+    """The text a labelled file's name gives, by the convention of most captcha tools: abcd.png and abcd_17.png read abcd."""
+    return name.split("_", 1)[0]
+
+
 def read_labels(path: Path) -> tuple[dict[str, str], list[str]]:
-    """A JSON name -> text map of true answers, and one line for each entry that is not name -> text."""
+    """True answers, and one line for each entry that is not name -> text.
+
+    path: a JSON name -> text map, or a folder of images named after their texts (abcd.png, abcd_17.png).
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = [f for f in captcha_files([path]) if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise InputError(f"{path}: no image file to take labels from")
+        return {f.stem: label_from_name(f.stem) for f in files}, []
     doc = read_json(path, what="labels file")
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a JSON name -> text map, got a {type(doc).__name__}")

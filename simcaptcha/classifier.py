@@ -1,20 +1,24 @@
-"""Four-head captcha classifier: factory, training on (refined) synthetic streams, prediction, accuracy."""
+"""The recognizer: a lean CNN with a slot head (one softmax per character window) or a CTC head (any length),
+its training on (refined) synthetic captchas, prediction, decoding and accuracy."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .alphabet import CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, decode
-from .files import copy_atomic, write_json_atomic
-from .runs import RunDir, save_model_atomic
+from .challenges import load_captchas, read_labels
+from .files import InputError, copy_atomic, write_json_atomic
+from .preprocess import preprocess
+from .runs import RunDir, compiled_forward, save_model_atomic
+from .spec import CaptchaSpec
+from .synth import Synthesizer, SyntheticPool, training_batches, render_pool_with_bar
+from .refiner import refine_images, refine_pool
 
-if TYPE_CHECKING:
-    from .synth import SyntheticPool
+HEADS = ("auto", "slots", "ctc")
+CTC_COLUMN_STRIDE = 4  # a CTC head reads one column of features per this many image columns
 
 
 @dataclass(frozen=True)
@@ -26,15 +30,18 @@ class ClassifierConfig:
     stem_stride: int = 2  # the first conv halves the size itself: full-resolution maps cost the most time
     conv1_stride: int = 1  # 2: the second conv halves the map itself instead of a max-pool after it (28% fewer multiply-adds at width 1)
     bottleneck: int = 32  # 1x1 conv channels the heads read
-    dense: int = 128  # hidden units of each head (of the one shared reader with shared_head)
+    dense: int = 128  # hidden units of each head (of the one shared reader with shared_head; per time step with ctc)
     width: float = 1.0  # multiplies filters, bottleneck and dense: 2.0 has about 4x the weights and trains about 2.4x slower
-    head_window: int = 6  # feature-map columns each head sees (of 12)
-    shared_head: bool = True  # one character reader (same weights) for all four windows; False: one head per position
+    # slots: one softmax per character over a window of columns around where it is drawn (fixed length only);
+    # ctc: one softmax per column over the alphabet and a blank, read by CTC (any length within the spec);
+    # auto: slots for a fixed length, ctc for a range.
+    head: str = "auto"
+    context_layers: int = 2  # ctc: 1-D convolutions (kernel 3) over the columns, so each column sees its neighbours
+    head_window: int = 6  # slots: feature-map columns each head sees
+    shared_head: bool = True  # slots: one character reader (same weights) for all windows; False: one head per position
     dropout: float = 0.3
     seed: int = 0
-    mask: str | None = None  # background PNG for the synthesizer
-    fonts: tuple[str, ...] = ()
-    refiner: str | None = None  # refiner.keras applied to every synthetic batch
+    refiner: str | None = None  # the refiner.keras the synthetic captchas were passed through (recorded, copied to the run)
     eval_every: int = 500
     checkpoint_every: int = 250
     val_size: int = 512
@@ -42,58 +49,90 @@ class ClassifierConfig:
     synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
 
 
-def head_windows(width: int, window: int, pad: int = 0) -> list[tuple[int, int]]:
-    """Column ranges of a feature map of `width` columns, one per character, centred on where it is drawn.
+def resolve_head(head: str, spec: CaptchaSpec) -> str:
+    """'auto' -> 'slots' for a fixed text length, 'ctc' for a range; 'slots' for a range is an InputError."""
+    if head not in HEADS:
+        raise InputError(f"head {head!r}: expected one of {', '.join(HEADS)}")
+    if head == "auto":
+        return "slots" if spec.fixed_length else "ctc"
+    if head == "slots" and not spec.fixed_length:
+        raise InputError(f"the slot head reads a fixed number of characters; texts of {spec.length_text} need --head ctc")
+    return head
+
+
+def head_windows(width: int, window: int, centers, image_width: int, pad: int = 0) -> list[tuple[int, int]]:
+    """Column ranges of a feature map of `width` columns, one per character, centred on where it is drawn
+    (`centers`, pixels of an `image_width`-wide captcha).
 
     pad: columns of zeros added on each side; windows then stay centred instead of being clamped.
     """
-    from .synth import SynthConfig
-
     spans = []
-    for cx in SynthConfig().x_centers:
-        lo = int(round(cx / IMAGE_WIDTH * width)) + pad - window // 2
+    for cx in centers:
+        lo = int(round(cx / image_width * width)) + pad - window // 2
         lo = min(max(0, lo), width + 2 * pad - window)
         spans.append((lo, lo + window))
     return spans
 
 
-def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
-    """A lean CNN over the preprocessed (50, 100, 1) image with heads char_0..char_3 (36-way softmax).
+def build_classifier(spec: CaptchaSpec, cfg: ClassifierConfig = ClassifierConfig(), centers=None):
+    """A lean CNN over the preprocessed (H, W, 1) image, with the head cfg.head names for this spec.
 
-    Each head reads only a window of feature-map columns around its character's usual place:
-    characters stay in their quarter, so this prior makes the network learn fast and small.
+    slots: heads char_0..char_{L-1}, each a softmax over the alphabet reading only a window of
+    feature-map columns around its character's usual place (`centers`, pixels; default evenly
+    spaced): characters stay in their slot, so this prior makes the network learn fast and small.
+    ctc: one output `ctc`, (T, classes + 1) per captcha, the last class the CTC blank; the last
+    pooling halves only the height, so T is a quarter of the width.
     """
     import keras
     from keras import layers
 
+    head = resolve_head(cfg.head, spec)
+
     def scaled(channels: int) -> int:
         return max(1, round(channels * cfg.width))
 
-    inputs = keras.Input((IMAGE_HEIGHT, IMAGE_WIDTH, 1), name="image")
+    inputs = keras.Input((spec.height, spec.width, 1), name="image")
     x = inputs
+    col_stride = 1  # how many input columns one feature column spans
     for i, f in enumerate(map(scaled, cfg.filters)):
         stride = cfg.stem_stride if i == 0 else cfg.conv1_stride if i == 1 else 1
         x = layers.Conv2D(f, 3, strides=stride, padding="same", use_bias=False, name=f"conv_{i}")(x)
+        col_stride *= stride
         # BatchNorm: without it this network sometimes never starts learning.
         x = layers.BatchNormalization(name=f"bn_{i}")(x)
         x = layers.ReLU(name=f"relu_{i}")(x)
         if i < len(cfg.filters) - 1 and stride == 1:
-            x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
-    # A 1x1 bottleneck keeps the per-head dense layers small (a few MB model, fast heads).
+            # ctc keeps a quarter of the columns: a text needs about two columns per character
+            pool = (2, 1) if head == "ctc" and col_stride >= CTC_COLUMN_STRIDE else 2
+            col_stride *= pool if isinstance(pool, int) else 1
+            x = layers.MaxPooling2D(pool, name=f"pool_{i}")(x)
+    # A 1x1 bottleneck keeps the heads small (a few MB model, fast heads).
     x = layers.Conv2D(scaled(cfg.bottleneck), 1, use_bias=False, name="bottleneck")(x)
     x = layers.BatchNormalization(name="bn_bottleneck")(x)
     x = layers.ReLU(name="relu_bottleneck")(x)
+    if head == "ctc":
+        h, w, c = x.shape[1:]
+        x = layers.Permute((2, 1, 3), name="columns")(x)
+        x = layers.Reshape((w, h * c), name="sequence")(x)
+        x = layers.Dense(scaled(cfg.dense), activation="relu", name="features")(x)
+        for k in range(cfg.context_layers):
+            x = layers.Conv1D(scaled(cfg.dense), 3, padding="same", activation="relu", name=f"context_{k}")(x)
+        x = layers.Dropout(cfg.dropout, name="dropout")(x)
+        outputs = layers.Dense(spec.num_classes + 1, activation="softmax", name="ctc")(x)
+        return keras.Model(inputs, outputs, name="classifier")
+    if centers is None:
+        centers = (np.arange(spec.max_length) + 0.5) * spec.width / spec.max_length
     width = x.shape[2]
     pad = 0
     if cfg.shared_head:
         # Centred windows over a zero-padded map, read by one head: every position learns from
-        # all four characters, and a glyph reads the same wherever it stands.
+        # all characters, and a glyph reads the same wherever it stands.
         pad = cfg.head_window // 2
         x = layers.ZeroPadding2D(((0, 0), (pad, pad)), name="pad_windows")(x)
         features = layers.Dense(scaled(cfg.dense), activation="relu", name="features")
-        logits = layers.Dense(NUM_CLASSES, name="logits")
+        logits = layers.Dense(spec.num_classes, name="logits")
     outputs = []
-    for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window, pad)):
+    for i, (lo, hi) in enumerate(head_windows(width, cfg.head_window, centers, spec.width, pad)):
         h = layers.Cropping2D(((0, 0), (lo, width + 2 * pad - hi)), name=f"window_{i}")(x)
         h = layers.Flatten(name=f"flatten_{i}")(h)
         h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
@@ -101,12 +140,20 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()):
             outputs.append(layers.Softmax(name=f"char_{i}")(logits(features(h))))
         else:
             h = layers.Dense(scaled(cfg.dense), activation="relu", name=f"features_{i}")(h)
-            outputs.append(layers.Dense(NUM_CLASSES, activation="softmax", name=f"char_{i}")(h))
+            outputs.append(layers.Dense(spec.num_classes, activation="softmax", name=f"char_{i}")(h))
     return keras.Model(inputs, outputs, name="classifier")
 
 
+def is_ctc(probs_or_model, spec: CaptchaSpec) -> bool:
+    """Whether probabilities (or a model's output) carry the CTC blank: classes + 1 per step."""
+    if hasattr(probs_or_model, "outputs"):
+        return len(probs_or_model.outputs) == 1 and tuple(probs_or_model.outputs[0].shape)[-1] == spec.num_classes + 1 \
+            and len(probs_or_model.outputs[0].shape) == 3
+    return probs_or_model.shape[-1] == spec.num_classes + 1
+
+
 def average_classifiers(models, name: str = "ensemble"):
-    """One plain Keras model whose heads char_0..char_3 average the given classifiers' probabilities.
+    """One plain Keras model whose outputs average the given classifiers' probabilities (same head and spec).
 
     Classifiers trained on different data (refined vs raw synthetic) make different mistakes;
     averaging their probabilities is right more often than either alone.
@@ -116,54 +163,81 @@ def average_classifiers(models, name: str = "ensemble"):
 
     if not models:
         raise ValueError("average_classifiers needs at least one model")
-    inputs = keras.Input((IMAGE_HEIGHT, IMAGE_WIDTH, 1), name="image")
+    shapes = {tuple(tuple(o.shape[1:]) for o in m.outputs) for m in models}
+    if len(shapes) != 1:
+        raise InputError("these classifiers cannot be averaged: their outputs differ " + " vs ".join(map(str, shapes)))
+    inputs = keras.Input(tuple(models[0].inputs[0].shape[1:]), name="image")
     # Re-wrap each member under its own name: nested models must not share one.
     members = [keras.Model(m.inputs, m.outputs, name=f"member_{i}") for i, m in enumerate(models)]
     heads = [member(inputs) for member in members]
+    heads = [h if isinstance(h, (list, tuple)) else [h] for h in heads]
+    names = [o.name.split("/")[0] for o in models[0].outputs]
+    names = [n if n.startswith(("char_", "ctc")) else f"char_{i}" for i, n in enumerate(names)]
     if len(models) == 1:
-        outputs = [layers.Identity(name=f"char_{i}")(heads[0][i]) for i in range(CAPTCHA_LENGTH)]
+        outputs = [layers.Identity(name=n)(heads[0][i]) for i, n in enumerate(names)]
     else:
-        outputs = [layers.Average(name=f"char_{i}")([h[i] for h in heads]) for i in range(CAPTCHA_LENGTH)]
-    return keras.Model(inputs, outputs, name=name)
+        outputs = [layers.Average(name=n)([h[i] for h in heads]) for i, n in enumerate(names)]
+    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=name)
 
 
 def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Preprocessed images -> (N, 4, 36) probabilities."""
+    """Preprocessed images -> (N, L, classes) slot probabilities, or (N, T, classes + 1) for a CTC head."""
     import tensorflow as tf
 
     infer = compiled_forward(model)
-    out = [infer(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    out = []
+    for i in range(0, len(x), batch_size):
+        o = infer(tf.constant(x[i : i + batch_size]))
+        out.append(np.stack([h.numpy() for h in o], axis=1) if isinstance(o, (list, tuple)) else o.numpy())
     if not out:
-        return np.zeros((0, CAPTCHA_LENGTH, NUM_CLASSES), np.float32)
-    return np.concatenate([np.stack([h.numpy() for h in o], axis=1) for o in out])
+        shape = [tuple(o.shape[1:]) for o in model.outputs]
+        return np.zeros((0, *shape[0]) if len(shape) == 1 and len(shape[0]) == 2 else (0, len(shape), shape[0][-1]), np.float32)
+    return np.concatenate(out)
 
 
-def compiled_forward(model):
-    """A compiled forward pass for `model`, built once and kept on the model itself.
+def ctc_best_path(probs: np.ndarray) -> tuple[list[list[tuple[int, int]]], np.ndarray]:
+    """Greedy CTC decoding of (N, T, classes + 1): for each captcha the (class, frame) of every character
+    read (repeats merged, blanks dropped; the frame is where that character is surest), and the best
+    path's probability."""
+    blank = probs.shape[-1] - 1
+    best = probs.argmax(-1)
+    top = probs.max(-1)
+    conf = np.exp(np.log(np.maximum(top, 1e-30)).sum(-1))
+    reads = []
+    for b, p in zip(best, top):
+        chars, prev = [], blank
+        for t, k in enumerate(b):
+            if k != blank and k != prev:
+                chars.append((int(k), t))
+            elif k != blank and k == prev and p[t] > p[chars[-1][1]]:
+                chars[-1] = (int(k), t)
+            prev = k
+        reads.append(chars)
+    return reads, conf
 
-    Kept as a plain attribute (not tracked by Keras), so it goes away with the model instead of
-    piling up in a module-level cache.
-    """
-    import tensorflow as tf
 
-    infer = getattr(model, "_simcaptcha_infer", None)
-    if infer is None:
-
-        def forward(x):
-            return model(x, training=False)
-
-        infer = tf.function(
-            forward, autograph=False, input_signature=[tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32)]
-        )
-        object.__setattr__(model, "_simcaptcha_infer", infer)  # bypass Keras attribute tracking
-    return infer
-
-
-def decode_probs(probs: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(N, 4, 36) -> texts and a per-captcha confidence (product of the four maximum probabilities)."""
+def decode_probs(probs: np.ndarray, spec: CaptchaSpec) -> tuple[list[str], np.ndarray]:
+    """Probabilities -> texts and a per-captcha confidence (slots: the product of each character's top
+    probability; ctc: the best path's probability)."""
+    if is_ctc(probs, spec):
+        reads, conf = ctc_best_path(probs)
+        return ["".join(spec.alphabet[k] for k, _ in r) for r in reads], conf
     idx = probs.argmax(-1)
     conf = probs.max(-1).prod(-1)
-    return [decode(row) for row in idx], conf
+    return [spec.decode(row) for row in idx], conf
+
+
+def char_probs(probs: np.ndarray, spec: CaptchaSpec) -> list[np.ndarray]:
+    """Each captcha's (characters read, classes) probabilities: the slots themselves, or for ctc each read
+    character's frame without the blank, renormalized."""
+    if not is_ctc(probs, spec):
+        return list(probs)
+    reads, _ = ctc_best_path(probs)
+    out = []
+    for p, r in zip(probs, reads):
+        rows = p[[t for _, t in r], :-1] if r else np.zeros((0, spec.num_classes), np.float32)
+        out.append(rows / np.maximum(rows.sum(-1, keepdims=True), 1e-9))
+    return out
 
 
 def accuracy(pred: list[str], truth: list[str]) -> tuple[float, float]:
@@ -171,13 +245,14 @@ def accuracy(pred: list[str], truth: list[str]) -> tuple[float, float]:
     if not truth:
         return 0.0, 0.0
     whole = np.mean([p == t for p, t in zip(pred, truth)])
-    chars = np.mean([a == b for p, t in zip(pred, truth) for a, b in zip(p, t)])
+    # position by position, over the true characters: a text read too short or too long loses the rest
+    chars = sum(a == b for p, t in zip(pred, truth) for a, b in zip(p, t)) / max(1, sum(map(len, truth)))
     return float(whole), float(chars)
 
 
-def score(model, x: np.ndarray, texts: list[str]) -> tuple[float, float]:
+def score(model, x: np.ndarray, texts: list[str], spec: CaptchaSpec) -> tuple[float, float]:
     """(captcha accuracy, character accuracy) of the model's readings of preprocessed images."""
-    pred, _ = decode_probs(predict_probs(model, x))
+    pred, _ = decode_probs(predict_probs(model, x), spec)
     return accuracy(pred, texts)
 
 
@@ -190,19 +265,17 @@ class RealEval:
     names: list[str] = field(default_factory=list)
 
 
-def load_real_eval(paths, labels_path) -> RealEval:
-    from .challenges import load_captchas, read_labels
-    from .preprocess import preprocess
-
+def load_real_eval(paths, labels_path, resize: tuple[int, int] | None = None) -> RealEval:
+    """Labelled real captchas: labels_path is a JSON name -> text map, or a folder of images named after their texts."""
     labels, _ = read_labels(Path(labels_path))
     loaded = load_captchas(paths)
-    kept = [c for c in loaded.captchas if c.name in labels]
-    if not kept:
-        from .files import InputError
-
+    if resize:
+        loaded.resize(resize)
+    loaded.captchas = [c for c in loaded.captchas if c.name in labels]
+    if not loaded.captchas:
         raise InputError(f"{labels_path}: no label matches a captcha in {', '.join(map(str, paths))}")
-    x = preprocess(np.stack([c.image for c in kept]))
-    return RealEval(x, [labels[c.name] for c in kept], [c.name for c in kept])
+    x = preprocess(loaded.images())
+    return RealEval(x, [labels[c.name] for c in loaded.captchas], loaded.names())
 
 
 def shift_randomly(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -249,48 +322,50 @@ def training_loop(run: RunDir, cfg, start: int, step_fn, evaluate, schedule, mod
 
 def train_classifier(
     cfg: ClassifierConfig,
+    synth: Synthesizer,
     out_dir,
-    resume: bool = False,
+    refiner=None,
+    pool: SyntheticPool | None = None,
     real_eval: RealEval | None = None,
     extra_data: tuple[np.ndarray, np.ndarray] | None = None,
     extra_fraction: float = 0.5,
-    init_model: str | None = None,
-    pool: SyntheticPool | None = None,
+    init_model=None,
+    resume: bool = False,
     progress: bool = True,
     log=print,
 ) -> dict:
-    """Train on an endless synthetic stream (refined when cfg.refiner is set); returns the final metrics.
+    """Train on `synth`'s captchas, passed through `refiner` (a loaded refiner model) when given; returns the final metrics.
 
-    extra_data: preprocessed images and (N, 4) labels (pseudo-labelled real captchas, -1 for an
-    unknown character, which is left out of the loss) mixed into each batch at `extra_fraction`. init_model: start from these weights (fine-tuning).
-    pool: draw the synthetic part of each batch from these pre-rendered captchas (a pipeline shares one
-    between stages); without it, cfg.synthetic_pool captchas are rendered here when set. A pool
-    refined by cfg.refiner (SyntheticPool.refined) is drawn from as it is.
+    pool: draw the synthetic part of each batch from these pre-rendered captchas (a pipeline shares
+    one between stages; one already refined, see refiner.refine_pool, is drawn from as it is);
+    without it, cfg.synthetic_pool captchas are rendered here when set (and refined once).
+    extra_data: preprocessed images and (N, max_length) labels (pseudo-labelled real captchas; for the
+    slot head -1 marks an unknown character, left out of the loss) mixed into each batch at
+    `extra_fraction`. init_model: a loaded classifier to start from (fine-tuning).
+    Writes OUT/classifier.keras (with the spec inside), spec.json, synth.json, config.json, metrics.json.
     """
     import keras
     import tensorflow as tf
 
-    from .preprocess import load_background
-    from .refiner import load_refiner
-    from .synth import SynthConfig, Synthesizer, render_pool_with_bar, training_batches
-
+    spec = synth.spec
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
         cfg = run.load_config(ClassifierConfig)
+    cfg = replace(cfg, head=resolve_head(cfg.head, spec))
     run.save_config(cfg)
-    background = load_background(cfg.mask) if cfg.mask else None
-    synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
-    if pool is None and cfg.synthetic_pool and cfg.refiner:
-        # The pool training_batches would render, refined once instead of batch by batch; made
-        # before seeding, as a pool passed in is, so that the seeded run is the same.
-        pool = render_pool_with_bar(background, synth.config, cfg.synthetic_pool, seed=cfg.seed, show=progress).refined(cfg.refiner)
+    spec.save(run.path)
+    synth.save(run.path)
+    if pool is None and cfg.synthetic_pool:
+        pool = render_pool_with_bar(synth, cfg.synthetic_pool, seed=cfg.seed, show=progress)
+        if refiner is not None:
+            pool = refine_pool(pool, refiner, cfg.refiner or "refiner")
     keras.utils.set_random_seed(cfg.seed)
-    refiner = load_refiner(cfg.refiner) if cfg.refiner else None
-    pool_refined = pool is not None and pool.refined_by is not None
-    if pool_refined and not (cfg.refiner and Path(pool.refined_by).resolve() == Path(cfg.refiner).resolve()):
-        raise ValueError(f"the synthetic pool was refined by {pool.refined_by}, but this run's refiner is {cfg.refiner}")
+    per_batch_refiner = refiner if pool is None or pool.refined_by is None else None
+    if pool is not None and pool.refined_by is not None and refiner is None:
+        raise ValueError(f"the synthetic pool was refined by {pool.refined_by}, but this run has no refiner")
 
-    model = keras.models.load_model(init_model, compile=False) if init_model else build_classifier(cfg)
+    model = init_model if init_model is not None else build_classifier(spec, cfg, synth.mean_centers(spec.max_length))
+    ctc = is_ctc(model, spec)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02)
     optimizer = keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
@@ -303,41 +378,49 @@ def train_classifier(
 
     @tf.function
     def refine(x):
-        return refiner(x, training=False)
+        return per_batch_refiner(x, training=False)
+
+    def loss_of(y, out):
+        if ctc:
+            # CTC over the columns; the text ends at the first PAD. ctc_loss wants logits: log of a
+            # softmax is one (its log-softmax is itself).
+            label_length = tf.reduce_sum(tf.cast(y >= 0, tf.int32), axis=1)
+            logit_length = tf.fill([tf.shape(out)[0]], tf.shape(out)[1])
+            losses = tf.nn.ctc_loss(tf.maximum(y, 0), tf.math.log(out + 1e-8), label_length, logit_length,
+                                    logits_time_major=False, blank_index=spec.num_classes)
+            return tf.reduce_mean(losses)
+        known = tf.cast(y >= 0, tf.float32)  # pseudo-labels mark unknown characters with -1
+        y = tf.maximum(y, 0)
+        return tf.add_n([loss_fn(y[:, i], out[i], sample_weight=known[:, i]) for i in range(len(out))])
 
     @tf.function
     def train_step(x, y):
-        known = tf.cast(y >= 0, tf.float32)  # pseudo-labels mark unknown characters with -1
-        y = tf.maximum(y, 0)
         with tf.GradientTape() as tape:
-            heads = model(x, training=True)
-            loss = tf.add_n([loss_fn(y[:, i], heads[i], sample_weight=known[:, i]) for i in range(CAPTCHA_LENGTH)])
+            loss = loss_of(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
-    batches = training_batches(synth, cfg.batch_size - n_extra, cfg.seed, start, pool, cfg.synthetic_pool, progress)
+    batches = training_batches(synth, cfg.batch_size - n_extra, cfg.seed, start, pool, 0, progress)
     rng = np.random.default_rng((cfg.seed, start, 7))
 
     val_images, val_texts = synth.render_batch(cfg.val_size, (cfg.seed, 999_999_999))
-    from .preprocess import preprocess
-
     val_x = preprocess(val_images)
     if refiner is not None:
-        val_x = refine(tf.constant(val_x)).numpy()
+        val_x = refine_images(refiner, val_x)
 
     def evaluate(step):
         metrics = {}
-        metrics["val/synthetic_captcha_acc"], metrics["val/synthetic_char_acc"] = score(model, val_x, val_texts)
+        metrics["val/synthetic_captcha_acc"], metrics["val/synthetic_char_acc"] = score(model, val_x, val_texts, spec)
         if real_eval is not None:
-            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(model, real_eval.x, real_eval.texts)
+            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(model, real_eval.x, real_eval.texts, spec)
         run.log_scalars(step, metrics)
         return metrics
 
     def step_fn(step):
         x, y = next(batches)
-        if refiner is not None and not pool_refined:
+        if per_batch_refiner is not None:
             x = refine(x)
         if n_extra:
             pick = rng.integers(0, len(extra_data[0]), n_extra)
@@ -350,8 +433,8 @@ def train_classifier(
                             "train classifier", progress)
     if not metrics:
         metrics = evaluate(cfg.steps)
-    save_model_atomic(model, run.path / "classifier.keras")
-    if cfg.refiner and Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
+    save_model_atomic(model, run.path / "classifier.keras", spec)
+    if cfg.refiner and Path(cfg.refiner).is_file() and Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
         copy_atomic(cfg.refiner, run.path / "refiner.keras")
     metrics["train/seconds"] = time.time() - t0
     write_json_atomic(run.path / "metrics.json", metrics)

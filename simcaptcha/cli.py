@@ -20,6 +20,7 @@ from .distill import DistillConfig
 from .pipeline import PipelineConfig
 from .preprocess import BACKGROUND_SAMPLE
 from .simgan import SimGANConfig
+from .spec import DEFAULT_ALPHABET, DEFAULT_LENGTH, CaptchaSpec
 
 SIMGAN_DEFAULTS = SimGANConfig()
 CLASSIFIER_DEFAULTS = ClassifierConfig()
@@ -37,6 +38,28 @@ app = typer.Typer(
 )
 
 PathsArg = typer.Argument(..., help="Challenge files (JSON, no extension needed), image files, or folders of them.")
+LENGTH_HELP = "Characters per captcha: a number (5) or a range (4-6)."
+ALPHABET_HELP = "Characters the captchas use: ranges and literals (a-z0-9, 0-9A-F, 23456789abcdefhkmnpqrstuvwxyz), or a file holding them."
+RESIZE_HELP = "Resize every captcha to WIDTHxHEIGHT first (for a folder of mixed sizes); default: all must have one size."
+HEAD_HELP = "Recognizer head: slots (one softmax per character window; fixed length), ctc (reads any length in range), auto (slots for a fixed length, ctc for a range)."
+
+
+def parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """'160x60' -> (160, 60)."""
+    if text is None:
+        return None
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        fail(f"size {text!r}: expected WIDTHxHEIGHT, like 160x60")
+    if not (8 <= width <= 1024 and 8 <= height <= 1024):
+        fail(f"size {text!r}: each side must be 8 to 1024 pixels")
+    return width, height
+
+
+def spec_for(images: np.ndarray, length: str, alphabet: str) -> CaptchaSpec:
+    """The captcha spec of real captchas (their size) and the --length and --alphabet flags."""
+    return CaptchaSpec.for_images(images, length, alphabet)
 
 
 def fail(message: str, code: int = 1):
@@ -77,8 +100,10 @@ def command(*args, tensorflow: bool = False, **kwargs):
     return register
 
 
-def load_or_fail(paths: List[Path]) -> LoadResult:
-    """Load captchas; print one line per bad entry; exit non-zero only when nothing usable was read."""
+def load_or_fail(paths: List[Path], resize: Optional[str] = None) -> LoadResult:
+    """Load captchas (resized to `resize`, WIDTHxHEIGHT, when given); print one line per bad entry; exit
+    non-zero only when nothing usable was read."""
+    size = parse_size(resize)
     try:
         result = load_captchas(paths)
     except InputError as exc:
@@ -87,6 +112,10 @@ def load_or_fail(paths: List[Path]) -> LoadResult:
         typer.echo(f"skipped: {line}", err=True)
     if not result.captchas:
         fail(f"no usable captcha in {', '.join(map(str, paths))}")
+    if size is not None:
+        changed = result.resize(size)
+        if changed:
+            typer.echo(f"resized {changed} captchas to {size[0]}x{size[1]}")
     return result
 
 
@@ -124,6 +153,7 @@ def mask(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(..., "-o", "--out", help="Background PNG to write (stripes and noise lines)."),
     limit: int = typer.Option(BACKGROUND_SAMPLE, min=3, help="Use at most this many captchas (the statistics settle long before)."),
+    resize: Optional[str] = typer.Option(None, "--resize", help=RESIZE_HELP),
 ):
     """Estimate one contest user's shared background and noise lines from their captchas.
 
@@ -134,7 +164,7 @@ def mask(
     from .preprocess import estimate_background, line_mask, save_background
 
     refuse_overwriting_inputs([out], paths)
-    result = load_or_fail(paths)
+    result = load_or_fail(paths, resize)
     images = result.images()[:limit]
     try:
         background = estimate_background(images)
@@ -150,31 +180,51 @@ def mask(
 def synth(
     n: int = typer.Argument(..., min=1, help="How many captchas to render."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for <index>.jpg files and labels.json."),
-    mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG from `simcaptcha mask`; random stripes without lines if omitted."),
+    mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG from `simcaptcha mask` (it gives the size); random stripes without lines if omitted."),
+    size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT of the captchas, like 160x60 (default: the --mask's size)."),
+    length: str = typer.Option(DEFAULT_LENGTH, "--length", help=LENGTH_HELP),
+    alphabet: str = typer.Option(DEFAULT_ALPHABET, "--alphabet", help=ALPHABET_HELP),
     seed: int = typer.Option(0, help="Random seed: same seed, same captchas."),
     font: Optional[List[Path]] = typer.Option(None, "--font", help="TrueType font to draw with (repeatable); default: the shipped fonts."),
 ):
-    """Render N labelled synthetic captchas.
+    """Render N labelled synthetic captchas (OUT/<index>.jpg and OUT/labels.json).
 
-    Example: simcaptcha synth 1000 -o synth/ --mask mask.png --seed 1
+    Example: simcaptcha synth 1000 -o synth/ --mask mask.png --seed 1;
+    simcaptcha synth 1000 -o synth/ --size 160x60 --length 4-6 --alphabet a-z
     """
     from tqdm import tqdm
 
     from .synth import write_dataset
 
-    synthesizer = make_synthesizer(mask_png, font)
+    synthesizer = make_synthesizer(mask_png, font, spec_from_flags(mask_png, size, length, alphabet))
     with tqdm(total=n, desc="synth", unit="captcha", disable=None) as bar:
         write_dataset(synthesizer, n, out, seed, progress=bar.update)
     typer.echo(f"wrote {n} captchas and labels.json to {out}")
 
 
-def make_synthesizer(mask_png: Optional[Path], fonts: Optional[List[Path]]):
+def spec_from_flags(mask_png: Optional[Path], size: Optional[str], length: str, alphabet: str) -> CaptchaSpec:
+    """A spec for commands without real captchas: the size from --size, else from the --mask."""
+    parsed = parse_size(size)
+    if parsed is None and mask_png is not None:
+        from PIL import Image
+
+        try:
+            with Image.open(mask_png) as im:
+                parsed = im.size
+        except (OSError, ValueError) as exc:
+            fail(f"{mask_png}: not a mask PNG ({exc.__class__.__name__})")
+    if parsed is None:
+        fail("give the captcha size: --size WIDTHxHEIGHT, or a --mask of that size")
+    return CaptchaSpec.from_flags(parsed[1], parsed[0], length, alphabet)
+
+
+def make_synthesizer(mask_png: Optional[Path], fonts: Optional[List[Path]], spec: CaptchaSpec):
     from .preprocess import load_background
     from .synth import SynthConfig, Synthesizer
 
     try:
-        background = load_background(mask_png) if mask_png else None
-        return Synthesizer(background, SynthConfig(fonts=tuple(str(f) for f in fonts or ())))
+        background = load_background(mask_png, spec.size) if mask_png else None
+        return Synthesizer(spec, background, SynthConfig(fonts=tuple(str(f) for f in fonts or ())))
     except FileNotFoundError as exc:
         fail(str(exc).strip("'\""))
     except (OSError, ValueError) as exc:
@@ -190,6 +240,9 @@ def preview(
     count: int = typer.Option(16, min=1, help="Captchas per row group."),
     seed: int = typer.Option(0, help="Seed of the synthetic captchas."),
     font: Optional[List[Path]] = typer.Option(None, "--font", help="TrueType font to draw with (repeatable)."),
+    length: str = typer.Option(DEFAULT_LENGTH, "--length", help=LENGTH_HELP),
+    alphabet: str = typer.Option(DEFAULT_ALPHABET, "--alphabet", help=ALPHABET_HELP),
+    resize: Optional[str] = typer.Option(None, "--resize", help=RESIZE_HELP),
 ):
     """Write a contact sheet: real and synthetic captchas, in colour and as the network sees them.
 
@@ -199,8 +252,8 @@ def preview(
     from .viz import contact_sheet, save_png
 
     refuse_overwriting_inputs([out], paths)
-    real = load_or_fail(paths).images()[:count]
-    synthetic, _ = make_synthesizer(mask_png, font).render_batch(count, seed)
+    real = load_or_fail(paths, resize).images()[:count]
+    synthetic, _ = make_synthesizer(mask_png, font, spec_for(real, length, alphabet)).render_batch(count, seed)
     rows = [("real", real), ("synthetic", synthetic), ("real, input", preprocess(real)), ("synth, input", preprocess(synthetic))]
     if refiner:
         from .refiner import load_refiner, refine_images
@@ -229,6 +282,9 @@ def refine_train(
     checkpoint_every: int = typer.Option(SIMGAN_DEFAULTS.checkpoint_every, min=1, help="Save a resumable checkpoint every this many steps."),
     synthetic_pool: int = typer.Option(SIMGAN_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
     gap_every: int = typer.Option(SIMGAN_DEFAULTS.gap_every, "--gap-every", min=0, help="Also score the domain gap every this many steps, for TensorBoard (0: at the end only; each score trains fresh small critics)."),
+    length: str = typer.Option(DEFAULT_LENGTH, "--length", help=LENGTH_HELP),
+    alphabet: str = typer.Option(DEFAULT_ALPHABET, "--alphabet", help=ALPHABET_HELP),
+    resize: Optional[str] = typer.Option(None, "--resize", help=RESIZE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
     """Train the SimGAN refiner that makes synthetic captchas look like the real ones.
@@ -243,20 +299,22 @@ def refine_train(
     from .simgan import train_refiner
 
     refuse_overwriting_inputs([out], real)
-    real_images = load_or_fail(real).images()
+    real_images = load_or_fail(real, resize).images()
+    spec = spec_for(real_images, length, alphabet)
     real_x = preprocess(real_images)
-    if mask_png is None and not resume:
+    if mask_png is None and resume and (out / "mask.png").is_file():
         mask_png = out / "mask.png"
+    elif mask_png is None:
+        mask_png = out / "mask.png"
+        out.mkdir(parents=True, exist_ok=True)
         save_background(estimate_background(real_images[:BACKGROUND_SAMPLE]), mask_png)
     cfg = SimGANConfig(
         steps=steps, batch_size=batch_size, reg_lambda=reg_lambda, features=features, blocks=blocks,
         history_size=history_size, pretrain_refiner_steps=pretrain_refiner, pretrain_disc_steps=pretrain_disc,
-        seed=seed, mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
-        sample_every=sample_every, checkpoint_every=checkpoint_every, synthetic_pool=synthetic_pool, gap_every=gap_every,
+        seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, synthetic_pool=synthetic_pool, gap_every=gap_every,
     )
-    if cfg.mask:
-        make_synthesizer(Path(cfg.mask), font)  # fail early on a bad mask or font
-    result = train_refiner(cfg, real_x, out, resume=resume, log=typer.echo)
+    synthesizer = make_synthesizer(mask_png, font, spec)
+    result = train_refiner(cfg, real_x, synthesizer, out, resume=resume, log=typer.echo)
     typer.echo(f"wrote {out / 'refiner.keras'} after {result['seconds']:.0f} s; samples in {out / 'samples'}")
 
 
@@ -303,15 +361,19 @@ def refine(
     typer.echo(f"refined {len(refined)} captchas into {out}")
 
 
-def load_eval_set(eval_real: Optional[List[Path]], eval_labels: Optional[Path]):
-    """Labelled real captchas for evaluation only, or None when neither option is given."""
+def load_eval_set(eval_real: Optional[List[Path]], eval_labels: Optional[Path], spec: Optional[CaptchaSpec] = None,
+                  resize: Optional[str] = None):
+    """Labelled real captchas for evaluation only, or None when neither option is given (of the spec's size when given)."""
     from .classifier import load_real_eval
 
     if not (eval_real or eval_labels):
         return None
     if not (eval_real and eval_labels):
         fail("--eval-real and --eval-labels go together")
-    return load_real_eval(eval_real, eval_labels)
+    real_eval = load_real_eval(eval_real, eval_labels, parse_size(resize))
+    if spec is not None and real_eval.x.shape[1:3] != (spec.height, spec.width):
+        fail(f"--eval-real captchas are {real_eval.x.shape[2]}x{real_eval.x.shape[1]}, the model reads {spec.width}x{spec.height}")
+    return real_eval
 
 
 @command(tensorflow=True)
@@ -332,27 +394,33 @@ def train(
         help="One character reader shared by the four character windows, or a separate head for each position.",
     ),
     width: float = typer.Option(CLASSIFIER_DEFAULTS.width, min=0.25, max=8.0, help=WIDTH_HELP),
+    head: str = typer.Option(CLASSIFIER_DEFAULTS.head, "--head", help=HEAD_HELP),
+    size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT of the captchas, like 160x60 (default: the --mask's size)."),
+    length: str = typer.Option(DEFAULT_LENGTH, "--length", help=LENGTH_HELP),
+    alphabet: str = typer.Option(DEFAULT_ALPHABET, "--alphabet", help=ALPHABET_HELP),
     synthetic_pool: int = typer.Option(CLASSIFIER_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.npz with the settings saved there."),
 ):
-    """Train the four-head classifier on a stream of (refined) synthetic captchas.
+    """Train the recognizer on a stream of (refined) synthetic captchas.
 
     Example: simcaptcha train -o runs/model --refiner runs/refiner/refiner.keras --eval-real challenge-14 --eval-labels dev-labels.json
     """
     from .classifier import train_classifier
+    from .refiner import load_refiner
 
     if mask_png is None and refiner_path is not None and (refiner_path.parent / "mask.png").is_file():
         mask_png = refiner_path.parent / "mask.png"
     if refiner_path is not None and not refiner_path.is_file():
         fail(f"{refiner_path}: no such refiner model")
-    make_synthesizer(mask_png, font)  # fail early on a bad mask or font
-    real_eval = load_eval_set(eval_real, eval_labels)
+    synthesizer = make_synthesizer(mask_png, font, spec_from_flags(mask_png, size, length, alphabet))
+    real_eval = load_eval_set(eval_real, eval_labels, synthesizer.spec)
     cfg = ClassifierConfig(
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, eval_every=eval_every,
-        mask=str(mask_png) if mask_png else None, fonts=tuple(str(f) for f in font or ()),
         refiner=str(refiner_path) if refiner_path else None, shared_head=shared_head, width=width, synthetic_pool=synthetic_pool,
+        head=head,
     )
-    metrics = train_classifier(cfg, out, resume=resume, real_eval=real_eval, log=typer.echo)
+    refiner = load_refiner(refiner_path) if refiner_path else None
+    metrics = train_classifier(cfg, synthesizer, out, refiner=refiner, resume=resume, real_eval=real_eval, log=typer.echo)
     typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
@@ -373,9 +441,12 @@ def ensemble(
         loaded = [load_classifier(m) for m in models]
     except InputError as exc:
         fail(str(exc))
+    specs = {spec for _, spec in loaded}
+    if len(specs) > 1:
+        fail("these models read different captchas: " + "; ".join(spec.describe() for spec in specs))
     path = out if out.suffix == ".keras" else out / "classifier.keras"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model_atomic(average_classifiers(loaded), path)
+    save_model_atomic(average_classifiers([m for m, _ in loaded]), path, loaded[0][1])
     typer.echo(f"wrote {path}: the average of {len(loaded)} classifiers")
 
 
@@ -388,6 +459,7 @@ def solve(
     ray: bool = typer.Option(False, "--ray", help="Read and solve on Ray Data (a local Ray instance, or --ray-address); for millions of images."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run on (for example auto, or ray://host:10001); default: a local instance."),
     ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="Model replicas (Ray actors) reading batches in parallel."),
+    resize: bool = typer.Option(False, "--resize", help="Resize captchas of another size to the size the model reads (default: such a captcha is one skipped line)."),
 ):
     """Solve captchas from challenge files and write {"solutions": [{"name", "solution"}, ...]}.
 
@@ -413,7 +485,11 @@ def solve(
         loaded = load_or_fail(paths)
         classifier = Solver.load(model)
         start = time.perf_counter()
-        result = solve_loaded(loaded, classifier)
+        result = solve_loaded(loaded, classifier, resize=resize)
+        for line in result.errors[len(loaded.errors):]:
+            typer.echo(f"skipped: {line}", err=True)
+        if not result.solutions:
+            fail(f"no captcha in {', '.join(map(str, paths))} has the size the model reads ({classifier.spec.width}x{classifier.spec.height}); --resize reads them resized")
     elapsed = time.perf_counter() - start
     confidence_path = write_solutions(result, out, top)
     kept = len(result.top(top))
@@ -527,7 +603,7 @@ def distill(
     from .distill import distill_classifier
     from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess
     from .solver import load_classifier
-    from .synth import SynthConfig, render_pool_with_bar
+    from .synth import SynthConfig, Synthesizer, render_pool_with_bar
 
     try:
         channels = tuple(int(f) for f in filters.split(","))
@@ -537,23 +613,26 @@ def distill(
         fail(f"--filters {filters!r}: expected four positive integers")
     refuse_overwriting_inputs([out], [*paths, *(eval_real or [])])
     loaded = load_or_fail(paths)
-    real_eval = load_eval_set(eval_real, eval_labels)
+    teacher_model, spec = load_classifier(teacher)
+    real_eval = load_eval_set(eval_real, eval_labels, spec)
     held = set(real_eval.names) if real_eval else set()
-    kept = [c.image for c in loaded.captchas if c.name not in held]
-    if not kept:
+    loaded.captchas = [c for c in loaded.captchas if c.name not in held]
+    if not loaded.captchas:
         fail("no captcha left to learn from once the --eval-real captchas are held out")
-    images = np.stack(kept)
-    teacher_model = load_classifier(teacher)
+    images = loaded.images()
+    if images.shape[1:3] != (spec.height, spec.width):
+        fail(f"the captchas are {images.shape[2]}x{images.shape[1]}, the teacher reads {spec.width}x{spec.height}")
+    if mask_png is None and teacher is not None and (Path(teacher) / "mask.png").is_file():
+        mask_png = Path(teacher) / "mask.png"
+    background = load_background(mask_png, spec.size) if mask_png else estimate_background(images[:BACKGROUND_SAMPLE])
+    synthesizer = Synthesizer(spec, background, SynthConfig())
     pool = None
     if synthetic:
-        if mask_png is None and teacher is not None and (Path(teacher) / "mask.png").is_file():
-            mask_png = Path(teacher) / "mask.png"
-        background = load_background(mask_png) if mask_png else estimate_background(images[:BACKGROUND_SAMPLE])
-        pool = render_pool_with_bar(background, SynthConfig(), synthetic, seed=seed)
+        pool = render_pool_with_bar(synthesizer, synthetic, seed=seed)
         pool = (pool.x, pool.labels)
     cfg = DistillConfig(steps=steps, width=width, conv1_stride=conv1_stride, filters=channels, synthetic_fraction=synthetic_fraction if synthetic else 0.0, shift=shift, seed=seed)
-    metrics = distill_classifier(cfg, teacher_model, preprocess(images), out, synthetic=pool, real_eval=real_eval,
-                                 resume=resume, log=typer.echo)
+    metrics = distill_classifier(cfg, teacher_model, spec, preprocess(images), out, synthetic=pool,
+                                 centers=synthesizer.mean_centers(spec.max_length), real_eval=real_eval, resume=resume, log=typer.echo)
     typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
@@ -629,24 +708,35 @@ def pipeline(
         PIPELINE_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0,
         help=POOL_HELP + " One pool serves every stage.",
     ),
+    length: str = typer.Option(DEFAULT_LENGTH, "--length", help=LENGTH_HELP),
+    alphabet: str = typer.Option(DEFAULT_ALPHABET, "--alphabet", help=ALPHABET_HELP),
+    head: str = typer.Option(PIPELINE_DEFAULTS.head, "--head", help=HEAD_HELP),
+    resize: Optional[str] = typer.Option(None, "--resize", help=RESIZE_HELP),
+    mask: bool = typer.Option(PIPELINE_DEFAULTS.mask, "--mask/--no-mask", help="Draw synthetic captchas over the background the real ones share (estimated from them), or over random stripes (for captchas without a fixed background)."),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
     """Everything from raw challenge files to solutions.json: mask, synth, refine-train, train, self-train, solve.
 
-    Example: simcaptcha pipeline ../shared/data/hackmit/challenges -o runs/hackmit
+    The captchas' size comes from the images; say their text length and alphabet with --length and --alphabet.
+    Example: simcaptcha pipeline ../shared/data/hackmit/challenges -o runs/hackmit;
+    simcaptcha pipeline my_captchas/ -o runs/mine --length 5 --alphabet a-z0-9
     """
     from .challenges import read_labels
+    from .classifier import resolve_head
     from .pipeline import run_pipeline
 
     refuse_overwriting_inputs([out], [*paths, *(eval_real or [])])
-    loaded = load_or_fail(paths)
-    real_eval = load_eval_set(eval_real, eval_labels)
+    loaded = load_or_fail(paths, resize)
+    spec = spec_for(loaded.images(), length, alphabet)
+    resolve_head(head, spec)  # fail before any work on a head the spec cannot have
+    typer.echo(f"reading {spec.describe()}")
+    real_eval = load_eval_set(eval_real, eval_labels, spec, resize)
     labels = read_labels(eval_labels)[0] if real_eval else None
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
-                         classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool)
-    report = run_pipeline(loaded, out, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
+                         classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, mask=mask)
+    report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 
 

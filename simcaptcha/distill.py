@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .alphabet import CAPTCHA_LENGTH
-from .classifier import ClassifierConfig, RealEval, build_classifier, predict_probs, score, shift_randomly, training_loop
-from .files import write_json_atomic
+from .classifier import ClassifierConfig, RealEval, build_classifier, is_ctc, predict_probs, score, shift_randomly, training_loop
+from .files import InputError, write_json_atomic
 from .runs import RunDir, save_model_atomic
+from .spec import CaptchaSpec
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,15 @@ class DistillConfig:
     checkpoint_every: int = 250
 
 
-def distill_classifier(cfg: DistillConfig, teacher, real_x: np.ndarray, out_dir, synthetic=None,
-                       real_eval: RealEval | None = None, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train a student on the teacher's probabilities for `real_x` (preprocessed, unlabelled).
+def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: np.ndarray, out_dir, synthetic=None,
+                       centers=None, real_eval: RealEval | None = None, resume: bool = False, progress: bool = True,
+                       log=print) -> dict:
+    """Train a student with the teacher's head on the teacher's probabilities for `real_x` (preprocessed, unlabelled).
 
-    synthetic: (x, labels) labelled synthetic captchas, or None for real captchas alone.
-    Writes OUT/classifier.keras, config.json, checkpoint.npz (resumable), logs/, metrics.json.
+    synthetic: (x, labels) labelled synthetic captchas, or None for real captchas alone (a CTC
+    student learns the teacher's readings of them too: its targets are per column, not per label).
+    centers: where a slot student's windows sit (pixels), as the synthesizer draws characters.
+    Writes OUT/classifier.keras, config.json, spec.json, checkpoint.npz (resumable), logs/, metrics.json.
     """
     import keras
     import tensorflow as tf
@@ -49,10 +52,18 @@ def distill_classifier(cfg: DistillConfig, teacher, real_x: np.ndarray, out_dir,
     if resume and run.has_checkpoint():
         cfg = run.load_config(DistillConfig)
     run.save_config(cfg)
+    spec.save(run.path)
     log(f"reading {len(real_x)} real captchas with the teacher")
-    targets = predict_probs(teacher, real_x)  # (N, 4, 36)
+    targets = predict_probs(teacher, real_x)  # (N, L, classes) or, for ctc, (N, T, classes + 1)
+    ctc = is_ctc(targets, spec)
     keras.utils.set_random_seed(cfg.seed)
-    student = build_classifier(ClassifierConfig(width=cfg.width, conv1_stride=cfg.conv1_stride, filters=tuple(cfg.filters), seed=cfg.seed))
+    student = build_classifier(spec, ClassifierConfig(width=cfg.width, conv1_stride=cfg.conv1_stride, filters=tuple(cfg.filters),
+                                                      seed=cfg.seed, head="ctc" if ctc else "slots"), centers)
+    if ctc and student.outputs[0].shape[1] != targets.shape[1]:
+        raise InputError(f"the student reads {student.outputs[0].shape[1]} columns, the teacher {targets.shape[1]}: "
+                         "a CTC student needs the teacher's column count")
+    if synthetic is not None and ctc:
+        synthetic = (synthetic[0], predict_probs(teacher, synthetic[0]))
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02)
     optimizer = keras.optimizers.Adam(schedule)
     optimizer.build(student.trainable_variables)
@@ -65,8 +76,11 @@ def distill_classifier(cfg: DistillConfig, teacher, real_x: np.ndarray, out_dir,
     def train_step(x, y):
         with tf.GradientTape() as tape:
             heads = student(x, training=True)
-            loss = tf.add_n([keras.losses.categorical_crossentropy(y[:, i], heads[i]) for i in range(CAPTCHA_LENGTH)])
-            loss = tf.reduce_mean(loss)
+            if ctc:  # per column: (B, T) cross-entropies against the teacher's columns
+                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, heads))
+            else:
+                loss = tf.add_n([keras.losses.categorical_crossentropy(y[:, i], heads[i]) for i in range(len(heads))])
+                loss = tf.reduce_mean(loss)
         grads = tape.gradient(loss, student.trainable_variables)
         optimizer.apply_gradients(zip(grads, student.trainable_variables))
         return loss
@@ -78,7 +92,7 @@ def distill_classifier(cfg: DistillConfig, teacher, real_x: np.ndarray, out_dir,
     def evaluate(step):
         metrics = {}
         if real_eval is not None:
-            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(student, real_eval.x, real_eval.texts)
+            metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(student, real_eval.x, real_eval.texts, spec)
             run.log_scalars(step, metrics)
         return metrics
 
@@ -89,14 +103,15 @@ def distill_classifier(cfg: DistillConfig, teacher, real_x: np.ndarray, out_dir,
         if n_syn:
             sp = rng.integers(0, len(synthetic[0]), n_syn)
             x = np.concatenate([x, synthetic[0][sp]])
-            y = np.concatenate([y, np.eye(num_classes, dtype=np.float32)[synthetic[1][sp]]])
+            syn_y = synthetic[1][sp] if ctc else np.eye(num_classes, dtype=np.float32)[synthetic[1][sp]]
+            y = np.concatenate([y, syn_y])
         return float(train_step(tf.constant(x), tf.constant(y)))
 
     t0 = time.time()
     metrics = training_loop(run, cfg, start, step_fn, evaluate, schedule, {"student": student}, {"adam": optimizer}, "distill", progress)
     if not metrics:
         metrics = evaluate(cfg.steps)
-    save_model_atomic(student, run.path / "classifier.keras")
+    save_model_atomic(student, run.path / "classifier.keras", spec)
     metrics["train/seconds"] = time.time() - t0
     write_json_atomic(run.path / "metrics.json", metrics)
     return metrics

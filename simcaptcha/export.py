@@ -17,17 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH, captcha_spec
 from .files import InputError, write_atomic
 from .onnx_backend import SPEC_KEY
+from .preprocess import _LUMA_OVER_255
+from .solver import load_classifier
+from .spec import CaptchaSpec
 
 OPSET = 17
 
 
-def exported_spec() -> dict:
+def exported_spec(spec: CaptchaSpec) -> dict:
     """The captcha spec an exported model carries, with its input: "rgb", uint8 (N, height, width, 3),
     preprocessed inside the model exactly as `preprocess()` does."""
-    return {**captcha_spec(), "input": "rgb", "format": 1}
+    return {**spec.to_dict(), "input": "rgb", "format": 1}
 
 
 def _preprocess(g: _Graph, rgb: str) -> str:
@@ -37,8 +39,6 @@ def _preprocess(g: _Graph, rgb: str) -> str:
     the channel axis, both of which ONNX Runtime runs fast in that layout.
     """
     from onnx import TensorProto
-
-    from .preprocess import _LUMA_OVER_255
 
     planes = g.op("Transpose", [rgb], "to_nchw", perm=[0, 3, 1, 2])
     x = g.op("Cast", [planes], "rgb_float", to=TensorProto.FLOAT)
@@ -146,9 +146,28 @@ def _layer(g: _Graph, layer, x: str, layout: str, in_shape) -> tuple[str, str]:
         y = g.op("MatMul", [x, g.const("w", layer.kernel.numpy())], layer.name)
         if cfg["use_bias"]:
             y = g.op("Add", [y, g.const("b", layer.bias.numpy())], layer.name)
-        return _activation(g, y, cfg["activation"], layer.name), "flat"
+        return _activation(g, y, cfg["activation"], layer.name), "seq" if layout == "seq" else "flat"
     if kind == "Softmax":
         return g.op("Softmax", [x], layer.name, axis=-1), layout
+    if kind == "Permute" and tuple(layer.get_config()["dims"]) == (2, 1, 3) and layout == "nchw":
+        # Keras (N, H, W, C) -> (N, W, H, C); from ONNX's (N, C, H, W) that is one transpose
+        return g.op("Transpose", [x], layer.name, perm=[0, 3, 2, 1]), "nwhc"
+    if kind == "Reshape" and layout == "nwhc":  # (N, W, H, C) -> (N, W, H * C): a sequence of columns
+        shape = g.const("shape", np.array([0, 0, -1], np.int64))
+        return g.op("Reshape", [x, shape], layer.name), "seq"
+    if kind == "Conv1D" and layout == "seq":
+        cfg = layer.get_config()
+        if cfg["dilation_rate"] != (1,) or cfg["groups"] != 1 or cfg["strides"] != (1,):
+            raise InputError(f"cannot export {layer.name}: only plain stride-1 1-D convolutions")
+        (k,) = cfg["kernel_size"]
+        pads = _same_pads(in_shape[1], k, 1) if cfg["padding"] == "same" else (0, 0)
+        ncw = g.op("Transpose", [x], "to_ncw", perm=[0, 2, 1])
+        inputs = [ncw, g.const("w", np.transpose(layer.kernel.numpy(), (2, 1, 0)))]
+        if cfg["use_bias"]:
+            inputs.append(g.const("b", layer.bias.numpy()))
+        y = g.op("Conv", inputs, layer.name, kernel_shape=[k], pads=[pads[0], pads[1]])
+        y = g.op("Transpose", [y], "to_nwc", perm=[0, 2, 1])
+        return _activation(g, y, cfg["activation"], layer.name), "seq"
     raise InputError(f"cannot export layer {layer.name} ({kind}) to ONNX")
 
 
@@ -176,39 +195,44 @@ def _walk(g: _Graph, model, inputs: list[tuple[str, str]]) -> list[tuple[str, st
     return [names[id(t)] for t in model.outputs]
 
 
-def to_onnx(model):
-    """A Keras classifier (N, 50, 100, 1) -> 4 x (N, 36) as an onnx.ModelProto taking uint8 RGB `image`
-    (N, 50, 100, 3), preprocessing included, with one output `probs` (N, 4, 36)."""
+def to_onnx(model, spec: CaptchaSpec):
+    """A Keras classifier (N, H, W, 1) -> L x (N, classes), or one CTC output (N, T, classes + 1), as an
+    onnx.ModelProto taking uint8 RGB `image` (N, H, W, 3), preprocessing included, with one output
+    `probs`: (N, L, classes) or (N, T, classes + 1)."""
     import onnx
     from onnx import TensorProto, helper
 
     g = _Graph()
     nchw = _preprocess(g, "image")
     heads = _walk(g, model, [(nchw, "nchw")])
-    axis = g.const("axis", np.array([1], np.int64))
-    stacked = [g.op("Unsqueeze", [name, axis], "head") for name, _ in heads]
-    g.nodes.append(helper.make_node("Concat", stacked, ["probs"], axis=1, name="probs"))
+    if len(model.outputs) == 1 and len(model.outputs[0].shape) == 3:  # ctc: (N, T, classes + 1) already
+        g.nodes.append(helper.make_node("Identity", [heads[0][0]], ["probs"], name="probs"))
+        out_shape = ["batch", int(model.outputs[0].shape[1]), int(model.outputs[0].shape[2])]
+    else:
+        axis = g.const("axis", np.array([1], np.int64))
+        stacked = [g.op("Unsqueeze", [name, axis], "head") for name, _ in heads]
+        g.nodes.append(helper.make_node("Concat", stacked, ["probs"], axis=1, name="probs"))
+        out_shape = ["batch", len(heads), int(model.outputs[0].shape[-1])]
     graph = helper.make_graph(
         g.nodes, "simcaptcha_classifier",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", IMAGE_HEIGHT, IMAGE_WIDTH, 3])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(heads), int(model.outputs[0].shape[-1])])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", spec.height, spec.width, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, out_shape)],
         g.inits,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="simcaptcha")
     proto.ir_version = 8  # readable by every onnxruntime of the last years
-    helper.set_model_props(proto, {SPEC_KEY: json.dumps(exported_spec())})
+    helper.set_model_props(proto, {SPEC_KEY: json.dumps(exported_spec(spec))})
     onnx.checker.check_model(proto)
     return proto
 
 
 def export_onnx(model_path: str | Path | None, out: str | Path) -> dict:
     """Load a classifier (None: the shipped one) and write it as ONNX to `out` atomically; returns the spec."""
-    from .solver import load_classifier
-
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise InputError("exporting needs the onnx package: pip install 'simcaptcha[onnx]'") from None
-    proto = to_onnx(load_classifier(model_path))
+    model, spec = load_classifier(model_path)
+    proto = to_onnx(model, spec)
     write_atomic(out, proto.SerializeToString())
-    return exported_spec()
+    return exported_spec(spec)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .alphabet import CAPTCHA_LENGTH, NUM_CLASSES, captcha_spec
 from .files import InputError
+from .spec import CaptchaSpec
 
 SPEC_KEY = "simcaptcha_spec"  # the metadata entry holding an exported model's captcha spec
 BATCH = 512
@@ -22,9 +22,10 @@ BATCH = 512
 INPUTS = {"rgb": np.uint8, "preprocessed": np.float32}
 
 
-def load_onnx_predictor(path: str | Path, threads: int | None = None):
-    """A function: images -> (N, 4, 36) probabilities, run by ONNX Runtime. Its `takes_rgb` says whether it
-    takes uint8 RGB (N, 50, 100, 3), preprocessed inside the model, or preprocess()'s (N, 50, 100, 1) floats."""
+def load_onnx_predictor(path: str | Path, threads: int | None = None) -> tuple[object, CaptchaSpec]:
+    """(predict, spec): predict maps images to probabilities ((N, L, classes) slots, or (N, T, classes + 1) CTC),
+    run by ONNX Runtime; spec is the captcha spec in the model's metadata. predict.takes_rgb says whether it
+    takes uint8 RGB (N, H, W, 3), preprocessed inside the model, or preprocess()'s (N, H, W, 1) floats."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -45,23 +46,26 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None):
         raise InputError(f"{path}: not a simcaptcha model (no {SPEC_KEY} in its metadata; export it with `simcaptcha export`)")
     try:
         spec = json.loads(spec_text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InputError(f"{path}: its {SPEC_KEY} metadata is not JSON") from None
-    expected = captcha_spec()
-    differs = [f"{k} {spec.get(k)!r} (expected {v!r})" for k, v in expected.items() if spec.get(k) != v]
-    if differs:
-        raise InputError(f"{path}: made for other captchas: " + ", ".join(differs))
+    try:
+        captcha = CaptchaSpec.from_dict(spec)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     outputs = session.get_outputs()
-    if len(outputs) != 1 or list(outputs[0].shape[1:]) != [CAPTCHA_LENGTH, NUM_CLASSES]:
-        raise InputError(f"{path}: expected one output of shape (N, {CAPTCHA_LENGTH}, {NUM_CLASSES})")
+    shape = list(outputs[0].shape[1:]) if len(outputs) == 1 else []
+    slots = [captcha.max_length, captcha.num_classes]
+    if not (captcha.fixed_length and shape == slots) and not (len(shape) == 2 and shape[1] == captcha.num_classes + 1):
+        raise InputError(f"{path}: expected one output of shape (N, {slots[0]}, {slots[1]}) or a CTC output "
+                         f"(N, T, {captcha.num_classes + 1}), got {shape}")
     if spec.get("input") not in INPUTS:
         raise InputError(f"{path}: input {spec.get('input')!r} is not one of {sorted(INPUTS)}")
     input_name, dtype = session.get_inputs()[0].name, INPUTS[spec["input"]]
 
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype)
-        parts = [session.run(None, {input_name: x[i : i + BATCH]})[0] for i in range(0, len(x), BATCH)]
-        return np.concatenate(parts) if parts else np.zeros((0, CAPTCHA_LENGTH, NUM_CLASSES), np.float32)
+        parts = [session.run(None, {input_name: x[i : i + BATCH]})[0] for i in range(0, max(len(x), 1), BATCH)]
+        return np.concatenate(parts)
 
     predict.takes_rgb = spec["input"] == "rgb"  # the model preprocesses itself
-    return predict
+    return predict, captcha

@@ -1,23 +1,29 @@
-"""The whole job in one call: mask -> refine-train -> train (refined and raw views) -> self-train -> solve."""
+"""The whole job as a list of named stages run by one resumable runner:
+mask -> synth -> refine-train -> train (refined) -> train (raw view) -> self-train rounds -> model -> solve."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .alphabet import ALPHABET
 from .challenges import LoadResult
-from .files import InputError, copy_atomic, write_json_atomic
-from .classifier import ClassifierConfig, RealEval, average_classifiers, predict_probs, score, train_classifier
+from .classifier import (ClassifierConfig, RealEval, average_classifiers, decode_probs, predict_probs, resolve_head,
+                         score, train_classifier)
+from .domaingap import GapReport, health_alarms, label_preservation
+from .files import InputError, copy_atomic, read_json, write_json_atomic
 from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess, save_background
+from .refiner import load_refiner, refine_images, refine_pool
 from .runs import RunDir, save_model_atomic
-from .simgan import SimGANConfig, train_refiner
-from .solver import solve_loaded, write_solutions
-from .synth import SynthConfig, render_pool_with_bar
+from .selftrain import agreeing_pseudo_labels, agreeing_texts, class_balance_weights, pseudo_label_accuracy, reweight
+from .simgan import SimGANConfig, gap_synthetic, train_refiner
+from .solver import Solver, solve_loaded, write_solutions
+from .spec import SPEC_FILE, CaptchaSpec
+from .synth import SynthConfig, Synthesizer, render_pool_with_bar
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class PipelineConfig:
     classifier_steps: int = 1500  # on refined synthetic captchas
     raw_view_steps: int = 1200  # second view for self-training, on raw synthetic captchas
     classifier_width: float = 1.5  # ClassifierConfig.width of both views: 92.2% vs 87.5% at 1.0, 16.5 vs 16.0 min (seed 0)
+    head: str = "auto"  # ClassifierConfig.head: slots for a fixed length, ctc for a range
     selftrain_steps: int = 700  # fine-tuning steps per view and round, on synthetic + pseudo-labelled real
     selftrain_rounds: int = 2  # pseudo-label -> fine-tune rounds; both views learn from each round but the last
     selftrain_threshold: float = 0.6  # both views at least this sure of the same character
@@ -37,15 +44,21 @@ class PipelineConfig:
     student_steps: int = 3000
     selftrain_shift: int = 2  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
-    balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling
+    balance_classes: bool = True  # slots: correct each view's class prior on the real captchas before pseudo-labelling
     average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
     synthetic_pool: int = 64_000  # synthetic captchas rendered once up front and shared by all stages (0: render every batch)
+    mask: bool = True  # draw synthetic captchas over the background shared by the real ones (False: random stripes)
 
 
-def stage_names(cfg: PipelineConfig) -> list[str]:
-    rounds = [f"self-train {r + 1}" for r in range(cfg.selftrain_rounds)]
-    synth = ["synth"] if cfg.synthetic_pool else []
-    return ["mask", *synth, "refine-train", "train (refined)", "train (raw view)", *rounds, "solve"]
+@dataclass
+class Stage:
+    """One named step: `done()` says its outputs are already in the run folder (skipped on resume);
+    `run()` makes them; `keys` are the report entries it writes (kept from the earlier report when skipped)."""
+
+    name: str
+    run: Callable[[], None]
+    done: Callable[[], bool] | None  # None: a cheap stage that runs every time
+    keys: tuple[str, ...] = ()
 
 
 def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
@@ -59,211 +72,302 @@ def view_width(classifier_path: Path) -> float:
     return RunDir(Path(classifier_path).parent).load_config(ClassifierConfig).width
 
 
-def refiner_health(refiner_dir: Path, reader_path: Path, mask_path: Path, simgan: SimGANConfig, log=print) -> dict:
-    """The refiner's gap scores (from refine-train's gap.json) with label preservation: how many of the gap's
-    synthetic captchas the raw-synthetic view reads right once refined, against unrefined. Alarms that
-    refine-train did not already print are logged."""
-    import keras
-
-    from .classifier import decode_probs
-    from .domaingap import GapReport, health_alarms, label_preservation
-    from .refiner import load_refiner, refine_images
-    from .simgan import gap_synthetic
-    from .synth import Synthesizer
-
-    gap_path = refiner_dir / "gap.json"
-    gap = json.loads(gap_path.read_text()) if gap_path.is_file() else {}
-    synthetic, texts = gap_synthetic(Synthesizer(load_background(mask_path)), simgan)
-    refined = refine_images(load_refiner(refiner_dir / "refiner.keras"), synthetic)
-    reader = keras.models.load_model(reader_path, compile=False)
-    kept = label_preservation(lambda x: decode_probs(predict_probs(reader, x))[0], synthetic, refined, texts)
-    log(f"label preservation: the raw-synthetic view reads {kept['synthetic_acc']:.1%} of synthetic captchas and "
-        f"{kept['refined_acc']:.1%} of the same refined")
-    unknown = float("nan")  # an older refiner run without gap.json: no gap alarm can fire
-    report = GapReport(gap.get("synthetic_gap", unknown), gap.get("refined_gap", unknown), gap.get("mean_change", unknown), kept["kept"])
-    for line in health_alarms(report):
-        if line not in gap.get("alarms", []):
-            log(f"alarm: {line}")
-    return {**{k: v for k, v in gap.items() if k != "alarms"}, "label_preservation": kept}
+def is_trained(run_dir: Path) -> bool:
+    return (run_dir / "classifier.keras").is_file() and (run_dir / "metrics.json").is_file()
 
 
-def run_pipeline(loaded: LoadResult, out_dir, cfg: PipelineConfig = PipelineConfig(), real_eval: RealEval | None = None,
-                 eval_labels: dict | None = None, log=print, progress: bool = True, resume: bool = False) -> dict:
-    """Train everything from unlabelled captchas and solve them. `real_eval` captchas are held out of all training.
+@dataclass
+class Pipeline:
+    """The stages of one pipeline run over the real captchas `images` (training only; held-out ones removed)."""
 
-    resume: stages whose model is already in `out_dir` are skipped, and a stage that was
-    killed continues from its checkpoint; more self-training rounds can be added this way.
-    """
+    out: Path
+    cfg: PipelineConfig
+    spec: CaptchaSpec
+    loaded: LoadResult
+    images: np.ndarray
+    names: list[str]
+    real_eval: RealEval | None = None
+    eval_labels: dict | None = None
+    log: Callable = print
+    progress: bool = True
+    resume: bool = False
+    report: dict = field(default_factory=dict)
+    previous: dict = field(default_factory=dict)
+    _pool: object = None
+    _refined_pools: dict = field(default_factory=dict)
+    _real_x: np.ndarray | None = None
+    _model: object = None  # the final model, made by the "model" stage
+
+    # -- shared pieces -----------------------------------------------------------------------------
+    @property
+    def mask_path(self) -> Path:
+        return self.out / "mask.png"
+
+    @property
+    def refiner_path(self) -> Path:
+        return self.out / "refiner" / "refiner.keras"
+
+    @property
+    def real_x(self) -> np.ndarray:
+        if self._real_x is None:
+            self._real_x = preprocess(self.images)
+        return self._real_x
+
+    def synthesizer(self) -> Synthesizer:
+        background = load_background(self.mask_path, self.spec.size) if self.cfg.mask else None
+        return Synthesizer(self.spec, background, SynthConfig())
+
+    def pool(self):
+        """The synthetic pool every stage draws from, rendered on first use (again on --resume: the seed fixes it)."""
+        if self._pool is None and self.cfg.synthetic_pool:
+            self._pool = render_pool_with_bar(self.synthesizer(), self.cfg.synthetic_pool, seed=self.cfg.seed, show=self.progress)
+        return self._pool
+
+    def refined_pool(self):
+        pool = self.pool()
+        if pool is None:
+            return None
+        key = str(self.refiner_path)
+        if key not in self._refined_pools:
+            self._refined_pools[key] = refine_pool(pool, load_refiner(self.refiner_path), key)
+        return self._refined_pools[key]
+
+    def simgan_config(self) -> SimGANConfig:
+        return SimGANConfig(steps=self.cfg.refiner_steps, seed=self.cfg.seed, synthetic_pool=self.cfg.synthetic_pool)
+
+    def view_configs(self) -> dict[str, ClassifierConfig]:
+        cfg = self.cfg
+        base = ClassifierConfig(seed=cfg.seed, width=cfg.classifier_width, synthetic_pool=cfg.synthetic_pool,
+                                head=resolve_head(cfg.head, self.spec))
+        return {"a": replace(base, steps=cfg.classifier_steps, refiner=str(self.refiner_path)),
+                "b": replace(base, steps=cfg.raw_view_steps, seed=cfg.seed + 1)}
+
+    def train(self, cfg: ClassifierConfig, run_dir: Path, **kwargs) -> dict:
+        refined = cfg.refiner is not None
+        return train_classifier(cfg, self.synthesizer(), run_dir, refiner=load_refiner(self.refiner_path) if refined else None,
+                                pool=self.refined_pool() if refined else self.pool(), real_eval=self.real_eval,
+                                resume=self.resume, progress=self.progress, log=self.log, **kwargs)
+
+    def latest_view(self, k: str, before_round: int) -> Path:
+        """The newest model of view k ('a' refined, 'b' raw) trained before self-training round `before_round`."""
+        for r in range(before_round - 1, -1, -1):
+            run_dir = round_run_dirs(self.out, r, self.cfg).get(k)
+            if run_dir is not None and is_trained(run_dir):
+                return run_dir / "classifier.keras"
+        return self.out / ("classifier_refined" if k == "a" else "classifier_raw") / "classifier.keras"
+
+    # -- stages ------------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        cfg, out = self.cfg, self.out
+        training_dirs = [out / "classifier_refined", out / "classifier_raw"]
+        training_dirs += [d for r in range(cfg.selftrain_rounds) for d in round_run_dirs(out, r, cfg).values()]
+        all_trained = lambda: self.refiner_path.is_file() and all(is_trained(d) for d in training_dirs)  # noqa: E731
+        stages = [
+            Stage("mask", self.make_mask, None),
+            Stage("synth", lambda: self.pool(), lambda: not cfg.synthetic_pool or all_trained()),
+            Stage("refine-train", self.refine_train, lambda: self.refiner_path.is_file()),
+            Stage("train (refined)", lambda: self.train_view("a"), lambda: is_trained(out / "classifier_refined"), ("refined",)),
+            Stage("train (raw view)", lambda: self.train_view("b"), lambda: is_trained(out / "classifier_raw"), ("raw", "gap")),
+        ]
+        for r in range(cfg.selftrain_rounds):
+            stages.append(Stage(f"self-train {r + 1}", lambda r=r: self.selftrain_round(r),
+                                lambda r=r: r < len(self.previous.get("rounds", []))
+                                and all(is_trained(d) for d in round_run_dirs(out, r, cfg).values())))
+        stages.append(Stage("model", self.final_model, None, ("final",)))
+        stages.append(Stage("solve", self.solve, None, ("solve",)))
+        return stages
+
+    def make_mask(self) -> None:
+        if self.cfg.mask:
+            save_background(estimate_background(self.images[:BACKGROUND_SAMPLE]), self.mask_path)
+        synth = self.synthesizer()
+        synth.save(self.out)
+
+    def refine_train(self) -> None:
+        train_refiner(self.simgan_config(), self.real_x, self.synthesizer(), self.out / "refiner", resume=self.resume,
+                      pool=self.pool(), progress=self.progress, log=self.log)
+
+    def train_view(self, k: str) -> None:
+        run_dir = self.out / ("classifier_refined" if k == "a" else "classifier_raw")
+        self.report["refined" if k == "a" else "raw"] = self.train(self.view_configs()[k], run_dir)
+        if k == "b":
+            self.report["gap"] = self.refiner_health(run_dir / "classifier.keras")
+
+    def refiner_health(self, reader_path: Path) -> dict:
+        """The refiner's gap scores (from refine-train's gap.json) with label preservation: how many of the gap's
+        synthetic captchas the raw-synthetic view reads right once refined, against unrefined. Alarms that
+        refine-train did not already print are logged."""
+        import keras
+
+        gap_path = self.out / "refiner" / "gap.json"
+        gap = json.loads(gap_path.read_text()) if gap_path.is_file() else {}
+        synthetic, texts = gap_synthetic(self.synthesizer(), self.simgan_config())
+        refined = refine_images(load_refiner(self.refiner_path), synthetic)
+        reader = keras.models.load_model(reader_path, compile=False)
+        kept = label_preservation(lambda x: decode_probs(predict_probs(reader, x), self.spec)[0], synthetic, refined, texts)
+        self.log(f"label preservation: the raw-synthetic view reads {kept['synthetic_acc']:.1%} of synthetic captchas and "
+                 f"{kept['refined_acc']:.1%} of the same refined")
+        unknown = float("nan")  # an older refiner run without gap.json: no gap alarm can fire
+        report = GapReport(gap.get("synthetic_gap", unknown), gap.get("refined_gap", unknown), gap.get("mean_change", unknown), kept["kept"])
+        for line in health_alarms(report):
+            if line not in gap.get("alarms", []):
+                self.log(f"alarm: {line}")
+        return {**{k: v for k, v in gap.items() if k != "alarms"}, "label_preservation": kept}
+
+    def pseudo_labels(self, views: dict) -> tuple[object, dict]:
+        """The round's pseudo-labels from both views, and what is known of them (held-out precision where labels exist)."""
+        cfg, spec = self.cfg, self.spec
+        probs = {k: predict_probs(v, self.real_x) for k, v in views.items()}
+        ctc = probs["a"].shape[-1] == spec.num_classes + 1
+        held = {k: predict_probs(v, self.real_eval.x) for k, v in views.items()} if self.real_eval else None
+        info: dict = {}
+        if ctc:
+            def label(x, names, p):
+                (ta, ca), (tb, cb) = decode_probs(p["a"], spec), decode_probs(p["b"], spec)
+                return agreeing_texts(x, names, ta, ca, tb, cb, cfg.selftrain_threshold, spec)
+        else:
+            ones = np.ones(spec.num_classes)
+            weights = {k: class_balance_weights(p) if cfg.balance_classes else ones for k, p in probs.items()}
+            if cfg.balance_classes:
+                info["class_weights"] = {k: dict(zip(spec.alphabet, np.round(w, 3).tolist())) for k, w in weights.items()}
+
+            def label(x, names, p):
+                a, b = reweight(p["a"], weights["a"]), reweight(p["b"], weights["b"])
+                return agreeing_pseudo_labels(x, names, a, b, cfg.selftrain_threshold, spec.alphabet)
+        pseudo = label(self.real_x, self.names, probs)
+        info.update({"considered": pseudo.considered, "kept": len(pseudo.texts), "known_chars": pseudo.known_chars})
+        if held is not None:
+            # The same filter (and weights) on the held-out captchas says how accurate kept pseudo-labels are.
+            probe = label(self.real_eval.x, self.real_eval.names, held)
+            truth = dict(zip(self.real_eval.names, self.real_eval.texts))
+            info["held_out"] = {"considered": len(self.real_eval.names), **pseudo_label_accuracy(probe, truth)}
+        if self.eval_labels:
+            labelled = pseudo_label_accuracy(pseudo, self.eval_labels)
+            if labelled["captchas"]:
+                info["labelled"] = labelled
+        return pseudo, info
+
+    def selftrain_round(self, r: int) -> None:
+        import keras
+
+        cfg = self.cfg
+        rounds = self.report.setdefault("rounds", [])
+        del rounds[r:]
+        view_paths = {k: self.latest_view(k, r) for k in ("a", "b")}
+        views = {k: keras.models.load_model(p, compile=False) for k, p in view_paths.items()}
+        pseudo, info = self.pseudo_labels(views)
+        self.log(f"round {r + 1} pseudo-labels: {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters "
+                 + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
+        rounds.append(info)
+        if len(pseudo.texts) < cfg.min_pseudo_labels:
+            self.log("too few pseudo-labels to self-train; stopping self-training here")
+            return
+        view_cfgs = self.view_configs()
+        for k, run_dir in round_run_dirs(self.out, r, cfg).items():
+            width_before = view_width(view_paths[k])
+            fresh = not is_trained(run_dir) and width_before != cfg.classifier_width
+            if fresh:
+                self.log(f"{run_dir}: the view before it is {width_before:g} wide, so a fresh width-{cfg.classifier_width:g} classifier learns from scratch")
+            if is_trained(run_dir):
+                info[f"view_{k}"] = json.loads((run_dir / "metrics.json").read_text())
+                continue
+            schedule = {"steps": cfg.student_steps} if fresh else {"steps": cfg.selftrain_steps, "learning_rate": cfg.selftrain_learning_rate}
+            st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
+            info[f"view_{k}"] = self.train(st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
+                                           init_model=None if fresh else views[k])
+
+    def final_model(self) -> None:
+        import keras
+
+        final_dir = self.out / "model"
+        final_dir.mkdir(exist_ok=True)
+        last = self.cfg.selftrain_rounds
+        # The raw view's latest model is a round older when the last round trains only the refined view.
+        paths = {k: self.latest_view(k, last) for k in ("a", "b")}
+        if self.cfg.average_views:
+            model = average_classifiers([keras.models.load_model(paths[k], compile=False) for k in ("a", "b")])
+        else:
+            model = keras.models.load_model(paths["a"], compile=False)
+        save_model_atomic(model, final_dir / "classifier.keras", self.spec)
+        self.spec.save(final_dir)
+        copy_atomic(self.refiner_path, final_dir / "refiner.keras")
+        if self.mask_path.is_file():
+            copy_atomic(self.mask_path, final_dir / "mask.png")
+        self._model = model
+        if self.real_eval is not None:
+            captcha_acc, char_acc = score(model, self.real_eval.x, self.real_eval.texts, self.spec)
+            self.report["final"] = {"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc, "averaged_views": self.cfg.average_views}
+
+    def solve(self) -> None:
+        start = time.perf_counter()
+        result = solve_loaded(self.loaded, Solver.from_keras(self._model, self.spec, str(self.out / "model")))
+        seconds = time.perf_counter() - start
+        write_solutions(result, self.out / "solutions.json")
+        self.report["solve"] = {"captchas": len(result.solutions), "seconds": round(seconds, 2),
+                                "per_second": round(len(result.solutions) / max(seconds, 1e-9))}
+
+
+def run_stages(stages: list[Stage], report: dict, previous: dict, resume: bool, log=print, progress: bool = True) -> None:
+    """Run each stage in order; on resume, a stage whose outputs exist is skipped and keeps the earlier run's
+    report entries and time. A stage killed part-way continues from its own checkpoint when run again, and one
+    an earlier run finished but that has more to do now (a round that gains a view) adds both runs' times."""
     from tqdm import tqdm
 
-    import keras
+    bar = tqdm(total=len(stages), desc="pipeline", position=0, disable=not progress, dynamic_ncols=True)
+    report.setdefault("stage_seconds", {})
+    for stage in stages:
+        start = time.time()
+        earlier = previous.get("stage_seconds", {}).get(stage.name)
+        if resume and stage.done is not None and stage.done():
+            log(f"{stage.name}: done before, kept")
+            for key in stage.keys:
+                if key in previous:
+                    report[key] = previous[key]
+            seconds = earlier if earlier is not None else 0.0
+        else:
+            stage.run()
+            seconds = round(time.time() - start, 1)
+            if resume and stage.done is not None and earlier is not None:
+                seconds = round(earlier + seconds, 1)
+        report["stage_seconds"][stage.name] = seconds
+        bar.update(1)
+        bar.set_postfix(last=stage.name)
+    bar.close()
 
+
+def run_pipeline(loaded: LoadResult, out_dir, spec: CaptchaSpec, cfg: PipelineConfig = PipelineConfig(),
+                 real_eval: RealEval | None = None, eval_labels: dict | None = None, log=print, progress: bool = True,
+                 resume: bool = False) -> dict:
+    """Train everything from unlabelled captchas of `spec` and solve them. `real_eval` captchas are held out of all training.
+
+    resume: stages whose outputs are already in `out_dir` are skipped, and a stage that was
+    killed continues from its checkpoint; more self-training rounds can be added this way.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / SPEC_FILE).is_file():
+        before = CaptchaSpec.load(out)
+        if before != spec:
+            raise InputError(f"{out} was made for {before.describe()}, not {spec.describe()}; give the same --length and --alphabet")
+    spec.save(out)
     write_json_atomic(out / "pipeline.json", asdict(cfg))
     held_out = set(real_eval.names) if real_eval else set()
     train_idx = [i for i, c in enumerate(loaded.captchas) if c.name not in held_out]
     if len(train_idx) < 3:
         raise InputError("fewer than 3 captchas left for training once the evaluation captchas are held out")
     images = np.stack([loaded.captchas[i].image for i in train_idx])
-    names = [loaded.captchas[i].name for i in train_idx]
-    report: dict = {"captchas": len(loaded.captchas), "training_captchas": len(images), "stage_seconds": {}}
-    # On --resume, stages kept from the earlier run keep that run's timings and round figures.
-    previous = {}
-    if resume and (out / "report.json").is_file():
-        previous = json.loads((out / "report.json").read_text())
-    stages = tqdm(total=len(stage_names(cfg)), desc="pipeline", position=0, disable=not progress, dynamic_ncols=True)
+    previous = read_json(out / "report.json", what="report") if resume and (out / "report.json").is_file() else {}
+    report: dict = {"captchas": len(loaded.captchas), "training_captchas": len(images), "spec": spec.to_dict()}
+    if resume and previous.get("rounds"):
+        report["rounds"] = list(previous["rounds"])
+    run = Pipeline(out, cfg, spec, loaded, images, [loaded.captchas[i].name for i in train_idx], real_eval, eval_labels,
+                   log, progress, resume, report, previous)
     started = time.time()
-    clock = [started]
-
-    def stage_done(name, kept=False, partly_kept=False):
-        """kept: the stage was skipped, so it keeps the earlier run's time; partly_kept: both runs' times add up."""
-        now = time.time()
-        earlier = previous.get("stage_seconds", {}).get(name)
-        seconds = round(now - clock[0], 1)
-        if earlier is not None and kept:
-            seconds = earlier
-        elif earlier is not None and partly_kept:
-            seconds = round(earlier + seconds, 1)
-        report["stage_seconds"][name] = seconds
-        clock[0] = now
-        stages.update(1)
-        stages.set_postfix(last=name)
-
-    def is_done(run_dir):
-        return resume and (run_dir / "classifier.keras").is_file() and (run_dir / "metrics.json").is_file()
-
-    mask_path = out / "mask.png"
-    save_background(estimate_background(images[:BACKGROUND_SAMPLE]), mask_path)
-    real_x = preprocess(images)
-    stage_done("mask")
-
-    refiner_path = out / "refiner" / "refiner.keras"
-    refiner_kept = resume and refiner_path.is_file()
-    classifier_dirs = [out / "classifier_refined", out / "classifier_raw"]
-    classifier_dirs += [d for r in range(cfg.selftrain_rounds) for d in round_run_dirs(out, r, cfg).values()]
-    all_trained = refiner_kept and all(is_done(d) for d in classifier_dirs)
-    pool = None
-    if cfg.synthetic_pool and all_trained:
-        log("every model is trained already: the synthetic pool is not rendered")
-        stage_done("synth", kept=True)
-    elif cfg.synthetic_pool:
-        # Rendered again on --resume (the same captchas: the seed fixes them); cheaper than storing 1 GB.
-        pool = render_pool_with_bar(load_background(mask_path), SynthConfig(), cfg.synthetic_pool, seed=cfg.seed, show=progress)
-        stage_done("synth")
-
-    refined_pools = {}  # refiner path -> the pool refined once, drawn from by every refined-view stage
-
-    def classifier_stage(stage_cfg, run_dir, **kwargs):
-        if is_done(run_dir):
-            log(f"{run_dir}: done before, kept")
-            return json.loads((run_dir / "metrics.json").read_text())
-        stage_pool = pool
-        if pool is not None and stage_cfg.refiner:
-            if stage_cfg.refiner not in refined_pools:
-                refined_pools[stage_cfg.refiner] = pool.refined(stage_cfg.refiner)
-            stage_pool = refined_pools[stage_cfg.refiner]
-        return train_classifier(stage_cfg, run_dir, resume=resume, real_eval=real_eval, pool=stage_pool, progress=progress, log=log, **kwargs)
-
-    # Stage configs record the pool's size; the stages draw from the one rendered above.
-    simgan = SimGANConfig(steps=cfg.refiner_steps, seed=cfg.seed, mask=str(mask_path), synthetic_pool=cfg.synthetic_pool)
-    if not refiner_kept:
-        train_refiner(simgan, real_x, out / "refiner", resume=resume, pool=pool, progress=progress, log=log)
-    stage_done("refine-train", kept=refiner_kept)
-
-    base = ClassifierConfig(seed=cfg.seed, mask=str(mask_path), width=cfg.classifier_width, synthetic_pool=cfg.synthetic_pool)
-    refined_cfg = replace(base, steps=cfg.classifier_steps, refiner=str(refiner_path))
-    kept = is_done(out / "classifier_refined")
-    report["refined"] = classifier_stage(refined_cfg, out / "classifier_refined")
-    stage_done("train (refined)", kept)
-
-    raw_cfg = replace(base, steps=cfg.raw_view_steps, seed=cfg.seed + 1)
-    kept = is_done(out / "classifier_raw")
-    report["raw"] = classifier_stage(raw_cfg, out / "classifier_raw")
-    stage_done("train (raw view)", kept)
-    report["gap"] = refiner_health(out / "refiner", out / "classifier_raw" / "classifier.keras", mask_path, simgan, log)
-
-    from .selftrain import agreeing_pseudo_labels, class_balance_weights, pseudo_label_accuracy, reweight
-
-    held_out_labels = dict(zip(real_eval.names, real_eval.texts)) if real_eval else {}
-    view_paths = {"a": out / "classifier_refined" / "classifier.keras", "b": out / "classifier_raw" / "classifier.keras"}
-    view_cfgs = {"a": refined_cfg, "b": raw_cfg}
-    report["rounds"] = []
-    previous_rounds = previous.get("rounds", [])
-    for r in range(cfg.selftrain_rounds):
-        run_dirs = round_run_dirs(out, r, cfg)
-        if r < len(previous_rounds) and all(is_done(d) for d in run_dirs.values()):
-            # Finished in an earlier run: keep its models and its pseudo-label figures.
-            log(f"self-train round {r + 1}: done before, kept")
-            report["rounds"].append(previous_rounds[r])
-            view_paths.update({k: d / "classifier.keras" for k, d in run_dirs.items()})
-            stage_done(f"self-train {r + 1}", kept=True)
-            continue
-        # The last round of an earlier run trained only the refined view; resuming trains the raw one too.
-        partly_kept = r < len(previous_rounds) and any(is_done(d) for d in run_dirs.values())
-        views = {k: keras.models.load_model(p, compile=False) for k, p in view_paths.items()}
-        probs = {k: predict_probs(v, real_x) for k, v in views.items()}
-        weights = {k: class_balance_weights(p) if cfg.balance_classes else np.ones(p.shape[-1]) for k, p in probs.items()}
-        pseudo = agreeing_pseudo_labels(real_x, names, reweight(probs["a"], weights["a"]), reweight(probs["b"], weights["b"]), cfg.selftrain_threshold)
-        info = {"considered": pseudo.considered, "kept": len(pseudo.texts), "known_chars": pseudo.known_chars}
-        if cfg.balance_classes:
-            info["class_weights"] = {k: dict(zip(ALPHABET, np.round(w, 3).tolist())) for k, w in weights.items()}
-        if real_eval is not None:
-            # The same filter (and weights) on the held-out captchas says how accurate kept pseudo-labels are.
-            held = {k: reweight(predict_probs(v, real_eval.x), weights[k]) for k, v in views.items()}
-            probe = agreeing_pseudo_labels(real_eval.x, real_eval.names, held["a"], held["b"], cfg.selftrain_threshold)
-            info["held_out"] = {"considered": len(real_eval.names), **pseudo_label_accuracy(probe, held_out_labels)}
-        if eval_labels:
-            labelled = pseudo_label_accuracy(pseudo, eval_labels)
-            if labelled["captchas"]:
-                info["labelled"] = labelled
-        log(f"round {r + 1} pseudo-labels: {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters " + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
-        if len(pseudo.texts) < cfg.min_pseudo_labels:
-            log("too few pseudo-labels to self-train; stopping self-training here")
-            report["rounds"].append(info)
-            stage_done(f"self-train {r + 1}")
-            continue
-        for k, run_dir in run_dirs.items():
-            width_before = view_width(view_paths[k])
-            fresh = not is_done(run_dir) and width_before != cfg.classifier_width
-            if fresh:
-                log(f"{run_dir}: the view before it is {width_before:g} wide, so a fresh width-{cfg.classifier_width:g} classifier learns from scratch")
-            schedule = {"steps": cfg.student_steps} if fresh else {"steps": cfg.selftrain_steps, "learning_rate": cfg.selftrain_learning_rate}
-            st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
-            info[f"view_{k}"] = classifier_stage(
-                st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
-                init_model=None if fresh else str(view_paths[k]),
-            )
-            view_paths[k] = run_dir / "classifier.keras"
-        report["rounds"].append(info)
-        stage_done(f"self-train {r + 1}", partly_kept=partly_kept)
+    run_stages(run.stages(), report, previous, resume, log, progress)
+    report["rounds"] = report.get("rounds", [])[: cfg.selftrain_rounds]
     report["pseudo_labels"] = report["rounds"][0] if report["rounds"] else {}
     if report["rounds"] and "view_a" in report["rounds"][-1]:
         report["selftrained"] = report["rounds"][-1]["view_a"]
-
-    final_dir = out / "model"
-    final_dir.mkdir(exist_ok=True)
-    if cfg.average_views:
-        # The raw view's latest model is a round older when the last round trains only the refined view.
-        views = [keras.models.load_model(view_paths[k], compile=False) for k in ("a", "b")]
-        model = average_classifiers(views)
-        save_model_atomic(model, final_dir / "classifier.keras")
-    else:
-        copy_atomic(view_paths["a"], final_dir / "classifier.keras")
-        model = keras.models.load_model(final_dir / "classifier.keras", compile=False)
-    copy_atomic(refiner_path, final_dir / "refiner.keras")
-    copy_atomic(mask_path, final_dir / "mask.png")
-    if real_eval is not None:
-        captcha_acc, char_acc = score(model, real_eval.x, real_eval.texts)
-        report["final"] = {"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc, "averaged_views": cfg.average_views}
-
-    start = time.perf_counter()
-    result = solve_loaded(loaded, model)
-    solve_seconds = time.perf_counter() - start
-    write_solutions(result, out / "solutions.json")
-    report["solve"] = {"captchas": len(result.solutions), "seconds": round(solve_seconds, 2), "per_second": round(len(result.solutions) / max(solve_seconds, 1e-9))}
-    stage_done("solve")
-    stages.close()
     report["total_seconds"] = round(sum(report["stage_seconds"].values()), 1)  # kept stages count their earlier time
     report["seconds_this_run"] = round(time.time() - started, 1)
     write_json_atomic(out / "report.json", report)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
+from .files import InputError, write_atomic
 
 # The white lines of a background are the pixels at least this white (0-255 whiteness).
 LINE_THRESHOLD = 160
@@ -35,13 +35,13 @@ _LUMA_OVER_255 = np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
-    """(N, 50, 100, 3) or (50, 100, 3) uint8 RGB -> float32 (..., 50, 100, 1) in [-1, 1].
+    """(N, H, W, 3) or (H, W, 3) uint8 RGB -> float32 (..., H, W, 1) in [-1, 1].
 
     The mean of whiteness and luma: white 1, black -1 (see the module docstring).
     """
     rgb = np.asarray(rgb)
-    if rgb.shape[-3:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
-        raise ValueError(f"expected (..., {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) RGB, got {rgb.shape}")
+    if rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected (..., height, width, 3) RGB, got {rgb.shape}")
     x = rgb @ _LUMA_OVER_255  # luma / 255, float32
     x += whiteness(rgb) * np.float32(1 / 255.0)  # in place: no more full-size copies than needed
     x -= 1.0
@@ -65,10 +65,10 @@ def estimate_background(images: np.ndarray) -> np.ndarray:
     many captchas (the median shows ghosts where characters usually sit).
     """
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
-        raise ValueError(f"expected (N, {IMAGE_HEIGHT}, {IMAGE_WIDTH}, 3) images, got {images.shape}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected (N, height, width, 3) images, got {images.shape}")
     if len(images) < 3:
-        raise ValueError(f"need at least 3 captchas to estimate the background, got {len(images)}")
+        raise InputError(f"need at least 3 captchas to estimate the background, got {len(images)}")
     median = np.median(images, axis=0)
     low = np.percentile(images, 20, axis=0)
     lines = whiteness(median) >= LINE_THRESHOLD
@@ -76,7 +76,7 @@ def estimate_background(images: np.ndarray) -> np.ndarray:
 
 
 def line_mask(background: np.ndarray) -> np.ndarray:
-    """Boolean (50, 100): the white noise lines of a background."""
+    """Boolean (H, W): the white noise lines of a background."""
     return whiteness(background) >= LINE_THRESHOLD
 
 
@@ -84,15 +84,16 @@ def save_background(background: np.ndarray, path) -> None:
     """Write a background (mask) PNG atomically; `load_background` reads it back."""
     import io
 
-    from .files import write_atomic
-
     buf = io.BytesIO()
     Image.fromarray(background).save(buf, "PNG")
     write_atomic(path, buf.getvalue())
 
 
-def load_background(path) -> np.ndarray:
-    with Image.open(path) as im:
-        if im.size != (IMAGE_WIDTH, IMAGE_HEIGHT):
-            raise ValueError(f"{path}: mask is {im.size[0]}x{im.size[1]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
-        return np.asarray(im.convert("RGB"))
+def load_background(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A background PNG as (H, W, 3) RGB; size (width, height): the captchas' size it must have."""
+    from .challenges import read_image
+
+    try:
+        return read_image(path, size)[0]
+    except ValueError as exc:
+        raise ValueError(f"{path}: mask {exc}") from None

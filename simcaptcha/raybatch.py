@@ -15,18 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .alphabet import IMAGE_HEIGHT, IMAGE_WIDTH
 from .challenges import LoadResult, captcha_files, read_captcha_file
 from .files import InputError
 from .solver import Solution, SolveResult, Solver, answers_from_probs
 
 
-def read_file(row: dict) -> list[dict]:
-    """One input file -> rows of {name, image, error}; a bad entry is a row with its error line."""
+def read_file(row: dict, size: tuple[int, int]) -> list[dict]:
+    """One input file -> rows of {name, image, error}; a bad entry, or an image of another size than `size`
+    (width, height), is a row with its error line."""
     result = LoadResult()
     read_captcha_file(Path(row["path"]), result)
-    empty = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
-    rows = [{"order": row["order"], "name": c.name, "image": c.image, "error": ""} for c in result.captchas]
+    empty = np.zeros((size[1], size[0], 3), np.uint8)
+    rows = [{"order": row["order"], "name": c.name, "image": c.image, "error": ""} for c in result.captchas
+            if c.image.shape[:2] == empty.shape[:2]]
+    rows += [{"order": row["order"], "name": "", "image": empty,
+              "error": f"{c.source}: image is {c.image.shape[1]}x{c.image.shape[0]}, the model reads {size[0]}x{size[1]}"}
+             for c in result.captchas if c.image.shape[:2] != empty.shape[:2]]
     rows += [{"order": row["order"], "name": "", "image": empty, "error": e} for e in result.errors]
     return rows
 
@@ -38,7 +42,7 @@ class SolveBatch:
         self.solver = Solver.load(model)
 
     def __call__(self, batch: dict) -> dict:
-        answers = answers_from_probs(self.solver.probabilities(np.asarray(batch["image"], np.uint8)))
+        answers = answers_from_probs(self.solver.probabilities(np.asarray(batch["image"], np.uint8)), self.solver.spec)
         return {"order": batch["order"], "name": batch["name"], "error": batch["error"],
                 "text": np.array([a.text for a in answers]), "confidence": np.array([a.confidence for a in answers])}
 
@@ -51,6 +55,7 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
     except ImportError:
         raise InputError("solving on Ray needs Ray Data: pip install 'simcaptcha[ray]'") from None
     files = captcha_files(paths)
+    size = Solver.load(model).spec.size  # the model fails here, once, rather than in every actor
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  num_cpus=None if address else os.cpu_count())
@@ -58,7 +63,7 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     ds = ray.data.from_items([{"order": i, "path": str(f)} for i, f in enumerate(files)])
-    ds = ds.flat_map(read_file)
+    ds = ds.flat_map(read_file, fn_kwargs={"size": size})
     ds = ds.map_batches(SolveBatch, fn_constructor_kwargs={"model": str(model) if model else None},
                         batch_size=batch_size, concurrency=actors or 1, batch_format="numpy")
     rows = sorted(ds.take_all(), key=lambda r: r["order"])  # file order, then order within a file (kept by preserve_order)

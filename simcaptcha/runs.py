@@ -1,4 +1,5 @@
-"""The run-folder contract shared by training stages: config.json, an atomic checkpoint that resumes, logs, samples."""
+"""The run-folder contract shared by training stages (config.json, spec.json, an atomic checkpoint that resumes,
+logs, samples) and saved models: written atomically with their captcha spec inside, read back with it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import InputError, temp_path_for, write_atomic, write_json_atomic
+from .files import InputError, parse_json, temp_path_for, write_atomic, write_json_atomic
+from .spec import MODEL_SPEC_ENTRY, SPEC_FILE, CaptchaSpec
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -87,13 +89,67 @@ class RunDir:
         self._writer.flush()
 
 
-def save_model_atomic(model, path: str | os.PathLike) -> None:
-    """keras.Model.save to a temporary .keras file, then rename over `path`."""
+def save_model_atomic(model, path: str | os.PathLike, spec: CaptchaSpec | None = None) -> None:
+    """keras.Model.save to a temporary .keras file, then rename over `path`.
+
+    spec: written inside the file (an extra entry of the .keras zip archive, which Keras leaves
+    alone), so the model carries what it reads wherever it is copied.
+    """
+    import zipfile
+
     path = Path(path)
     tmp = temp_path_for(path, suffix=".keras")  # Keras picks the format by the suffix
     try:
         model.save(tmp)
+        if spec is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(MODEL_SPEC_ENTRY, json.dumps(spec.to_dict()))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+MAX_SPEC_BYTES = 1 << 20
+
+
+def model_spec(path: str | os.PathLike) -> CaptchaSpec | None:
+    """The captcha spec saved in a .keras file, else in spec.json beside it; None for a model saved without one.
+
+    InputError for a spec that is there but malformed (a model file from someone else is input too).
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(MODEL_SPEC_ENTRY) if MODEL_SPEC_ENTRY in archive.namelist() else None
+            if info is not None:
+                if info.file_size > MAX_SPEC_BYTES:
+                    raise InputError(f"{path}: its captcha spec is too large")
+                return CaptchaSpec.from_dict(parse_json(archive.read(info), f"{path} ({MODEL_SPEC_ENTRY})", "captcha spec"))
+    except (zipfile.BadZipFile, OSError):
+        pass  # not a zip: Keras's own loader names the problem
+    if (path.parent / SPEC_FILE).is_file():
+        return CaptchaSpec.load(path.parent)
+    return None
+
+
+def compiled_forward(model):
+    """A compiled forward pass for `model`, built once and kept on the model itself (any batch size).
+
+    Kept as a plain attribute (not tracked by Keras), so it goes away with the model instead of
+    piling up in a module-level cache.
+    """
+    import tensorflow as tf
+
+    infer = getattr(model, "_simcaptcha_infer", None)
+    if infer is None:
+
+        def forward(x):
+            return model(x, training=False)
+
+        shape = (None,) + tuple(model.inputs[0].shape[1:])
+        infer = tf.function(forward, autograph=False, input_signature=[tf.TensorSpec(shape, tf.float32)])
+        object.__setattr__(model, "_simcaptcha_infer", infer)  # bypass Keras attribute tracking
+    return infer

@@ -18,21 +18,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .alphabet import ALPHABET
+from .spec import PAD, CaptchaSpec
 
-UNKNOWN = -1
+UNKNOWN = PAD
 
 
 @dataclass
 class PseudoLabels:
     x: np.ndarray  # preprocessed real captchas with at least `min_chars` known characters
-    labels: np.ndarray  # (N, 4) class indices, UNKNOWN where the views disagree or are unsure
+    labels: np.ndarray  # (N, max_length) class indices, UNKNOWN where the views disagree or are unsure (slots) or after the text (ctc)
     names: list[str]
     considered: int
+    alphabet: str
+    whole_texts: bool = False  # ctc: every label is a whole text, PAD only after its end
 
     @property
     def texts(self) -> list[str]:
-        return ["".join(ALPHABET[i] if i >= 0 else "?" for i in row) for row in self.labels]
+        if self.whole_texts:
+            return ["".join(self.alphabet[i] for i in row if i >= 0) for row in self.labels]
+        return ["".join(self.alphabet[i] if i >= 0 else "?" for i in row) for row in self.labels]
 
     @property
     def known_chars(self) -> int:
@@ -61,17 +65,32 @@ def reweight(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def agreeing_pseudo_labels(x: np.ndarray, names: list[str], probs_a: np.ndarray, probs_b: np.ndarray,
-                           threshold: float, min_chars: int = 2) -> PseudoLabels:
-    """A character is known when both views pick the same class, each with probability >= threshold.
+                           threshold: float, alphabet: str, min_chars: int = 2) -> PseudoLabels:
+    """Slot heads: a character is known when both views pick the same class, each with probability >= threshold.
 
-    probs_*: (N, 4, 36) from two classifiers trained on different data (refined and raw synthetic),
+    probs_*: (N, L, classes) from two classifiers trained on different data (refined and raw synthetic),
     so their mistakes are unlikely to coincide.
     """
     pick_a, pick_b = probs_a.argmax(-1), probs_b.argmax(-1)
     sure = np.minimum(probs_a.max(-1), probs_b.max(-1)) >= threshold
     labels = np.where((pick_a == pick_b) & sure, pick_a, UNKNOWN).astype(np.int32)
-    keep = np.nonzero((labels >= 0).sum(1) >= min_chars)[0]
-    return PseudoLabels(x[keep], labels[keep], [names[i] for i in keep], len(x))
+    keep = np.nonzero((labels >= 0).sum(1) >= min(min_chars, labels.shape[1]))[0]
+    return PseudoLabels(x[keep], labels[keep], [names[i] for i in keep], len(x), alphabet)
+
+
+def agreeing_texts(x: np.ndarray, names: list[str], texts_a: list[str], conf_a: np.ndarray, texts_b: list[str],
+                   conf_b: np.ndarray, threshold: float, spec: CaptchaSpec) -> PseudoLabels:
+    """CTC heads (which read whole texts, not slots): a captcha is kept when both views read the same valid
+    text, each with a per-character confidence (geometric mean) >= threshold."""
+    keep, labels = [], []
+    for i, (a, b) in enumerate(zip(texts_a, texts_b)):
+        if a != b or not spec.is_valid(a):
+            continue
+        if min(conf_a[i], conf_b[i]) ** (1 / len(a)) >= threshold:
+            keep.append(i)
+            labels.append(spec.encode(a))
+    labels_arr = np.stack(labels) if labels else np.zeros((0, spec.max_length), np.int32)
+    return PseudoLabels(x[keep], labels_arr, [names[i] for i in keep], len(x), spec.alphabet, whole_texts=True)
 
 
 def pseudo_label_accuracy(pseudo: PseudoLabels, labels: dict[str, str]) -> dict:

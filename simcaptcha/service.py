@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .alphabet import captcha_spec
 from .solver import Solver, answers_from_probs, to_rgb
 
 
@@ -79,7 +78,7 @@ class MicroBatcher:
             rgb = np.stack([image for image, _ in items])
             try:
                 probs = await loop.run_in_executor(None, self.solver.probabilities, rgb)
-                answers = answers_from_probs(probs)
+                answers = answers_from_probs(probs, self.solver.spec)
             except Exception as exc:  # the model failed: every waiting request learns it, the service goes on
                 for _, future in items:
                     if not future.done():
@@ -91,19 +90,19 @@ class MicroBatcher:
                     future.set_result(answer)
 
 
-def _decode_b64(value, where: str) -> np.ndarray:
+def _decode_b64(value, where: str, size: tuple[int, int]) -> np.ndarray:
     if not isinstance(value, str) or not value:
         raise _Refused(400, f"{where}: expected a non-empty base64 string")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise _Refused(400, f"{where}: bad base64") from None
-    return _image(data, where)
+    return _image(data, where, size)
 
 
-def _image(data: bytes, where: str) -> np.ndarray:
+def _image(data: bytes, where: str, size: tuple[int, int]) -> np.ndarray:
     try:
-        return to_rgb(data)
+        return to_rgb(data, size)
     except ValueError as exc:
         raise _Refused(400, f"{where}: {exc}") from None
 
@@ -141,7 +140,7 @@ def create_app(solver: Solver, cfg: ServiceConfig = ServiceConfig()):
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": solver.source, "backend": solver.backend, "batches": batcher.batches,
-                "spec": captcha_spec()}
+                "spec": solver.spec.to_dict()}
 
     @app.post("/solve")
     async def solve(request: Request):
@@ -159,9 +158,9 @@ def create_app(solver: Solver, cfg: ServiceConfig = ServiceConfig()):
                     return await solve_batch(doc["images"])
                 if not isinstance(doc, dict) or "image" not in doc:
                     raise _Refused(400, 'expected JSON {"image": base64} or {"images": [base64, ...]}')
-                image = _decode_b64(doc["image"], "image")
+                image = _decode_b64(doc["image"], "image", solver.spec.size)
             elif kind.startswith("image/") or kind == "application/octet-stream":
-                image = _image(body, "body")
+                image = _image(body, "body", solver.spec.size)
             else:
                 raise _Refused(415, f"content type {kind!r}: send an image, application/octet-stream or application/json")
             (answer,) = await batcher.read([image])
@@ -177,7 +176,7 @@ def create_app(solver: Solver, cfg: ServiceConfig = ServiceConfig()):
         results, good, where = [], [], []
         for i, value in enumerate(items):
             try:
-                good.append(_decode_b64(value, f"images[{i}]"))
+                good.append(_decode_b64(value, f"images[{i}]", solver.spec.size))
                 where.append(i)
                 results.append(None)
             except _Refused as exc:

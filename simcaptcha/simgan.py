@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .domaingap import GapReport, health_alarms, measure_gap
@@ -21,8 +19,9 @@ from .refiner import (
 from .files import write_json_atomic
 from .runs import RunDir, save_model_atomic
 
-if TYPE_CHECKING:
-    from .synth import SyntheticPool
+from .preprocess import preprocess
+from .synth import Synthesizer, SyntheticPool, SyntheticStream, training_batches
+from .viz import contact_sheet, save_png
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,6 @@ class SimGANConfig:
     blocks: int = 3
     disc_features: int = 32
     seed: int = 0
-    mask: str | None = None
-    fonts: tuple[str, ...] = ()
     sample_every: int = 100
     checkpoint_every: int = 50
     synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
@@ -63,15 +60,14 @@ class SimGANConfig:
 def gap_synthetic(synth, cfg: SimGANConfig) -> tuple[np.ndarray, list[str]]:
     """The synthetic captchas (preprocessed) and texts a run's domain gap is scored on: cfg.gap_size of
     their own seed, so refine-train and the pipeline's label check read the same ones."""
-    from .preprocess import preprocess
-
     images, texts = synth.render_batch(cfg.gap_size, (cfg.seed, 777_777_777))
     return preprocess(images), texts
 
 
-def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool = False, pool: SyntheticPool | None = None,
-                  progress: bool = True, log=print) -> dict:
-    """Train refiner and discriminator on preprocessed real images `real_x` (N, 50, 100, 1); write OUT/refiner.keras.
+def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out_dir, resume: bool = False,
+                  pool: SyntheticPool | None = None, progress: bool = True, log=print) -> dict:
+    """Train refiner and discriminator on preprocessed real images `real_x` (N, H, W, 1) against `synth`'s
+    captchas; write OUT/refiner.keras (and synth.json, spec.json: what the run was made from).
 
     pool: draw synthetic batches from these pre-rendered captchas (a pipeline shares one between
     stages); without it, cfg.synthetic_pool captchas are rendered here when set.
@@ -80,14 +76,12 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
     import tensorflow as tf
     from tqdm import tqdm
 
-    from .preprocess import load_background
-    from .synth import SynthConfig, Synthesizer, SyntheticStream, training_batches
-    from .viz import contact_sheet, save_png
-
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
         cfg = run.load_config(SimGANConfig)
     run.save_config(cfg)
+    synth.save(run.path)
+    synth.spec.save(run.path)
     keras.utils.set_random_seed(cfg.seed)
 
     net_cfg = RefinerConfig(cfg.features, cfg.blocks, cfg.disc_features)
@@ -103,8 +97,6 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
         history.restore(extra.get("history", np.zeros((0,))))
         log(f"resuming from step {start} of {cfg.total_steps}")
 
-    background = load_background(cfg.mask) if cfg.mask else None
-    synth = Synthesizer(background, SynthConfig(fonts=tuple(cfg.fonts)))
     stream = training_batches(synth, cfg.batch_size, cfg.seed, cfg.batches_before(start), pool, cfg.synthetic_pool, progress)
 
     @tf.function
@@ -197,7 +189,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, out_dir, resume: bool =
             run.save_checkpoint(done, {"refiner": refiner, "discriminator": disc}, {"refiner": opt_r, "discriminator": opt_d}, {"history": history.state()})
     bar.close()
     seconds = time.time() - t0
-    save_model_atomic(refiner, run.path / "refiner.keras")
+    save_model_atomic(refiner, run.path / "refiner.keras", synth.spec)
     report = measure(cfg.total_steps)
     alarms = health_alarms(report, disc_losses)
     write_json_atomic(run.path / "gap.json", {**asdict(report), "alarms": alarms})

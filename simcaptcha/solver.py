@@ -10,10 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import quiet
 from .challenges import LoadResult, decode_image, load_captchas, read_image
+from .classifier import char_probs, decode_probs, is_ctc, predict_probs
 from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
-from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
+from .onnx_backend import load_onnx_predictor
 from .preprocess import preprocess
+from .runs import model_spec
+from .spec import CaptchaSpec, legacy_spec
 
 MAX_CONTEST_ANSWERS = 15_000
 # Names of models shipped in simcaptcha/models, usable wherever a model path is taken.
@@ -24,11 +28,14 @@ def shipped_model_dir() -> Path:
     return Path(str(resources.files("simcaptcha.models")))
 
 
-def load_classifier(model: str | Path | None = None):
-    """A model folder holding classifier.keras, or a .keras file; None: the model shipped with simcaptcha.
+def load_classifier(model: str | Path | None = None) -> tuple[object, CaptchaSpec]:
+    """(Keras model, its captcha spec) from a model folder holding classifier.keras, or a .keras file;
+    None: the model shipped with simcaptcha.
 
-    The model is checked against the captcha spec it will be asked to read (input size, heads,
-    classes): a file that is not such a classifier is one InputError line naming what differs.
+    The spec comes from inside the file (or spec.json beside it; a model saved before specs
+    travelled with models reads 100x50 HackMIT captchas). The model is checked against it
+    (input size, heads, classes): a file that is not such a classifier is one InputError line
+    naming what differs.
     """
     import keras
 
@@ -42,26 +49,30 @@ def load_classifier(model: str | Path | None = None):
         loaded = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # a damaged or foreign file: zip, HDF5, JSON and Keras all raise their own kinds
         raise InputError(f"{path}: cannot load the classifier ({exc.__class__.__name__})") from None
-    problem = classifier_mismatch(loaded)
+    spec = model_spec(path) or legacy_spec()
+    problem = classifier_mismatch(loaded, spec)
     if problem:
-        raise InputError(f"{path}: not a classifier for {CAPTCHA_LENGTH}-character {IMAGE_WIDTH}x{IMAGE_HEIGHT} captchas of {NUM_CLASSES} classes: {problem}")
-    return loaded
+        raise InputError(f"{path}: not a classifier for {spec.describe()}: {problem}")
+    return loaded, spec
 
 
-def classifier_mismatch(model) -> str | None:
-    """None when `model` reads (N, 50, 100, 1) images into 4 heads of 36 probabilities, else what differs."""
+def classifier_mismatch(model, spec: CaptchaSpec) -> str | None:
+    """None when `model` reads (N, H, W, 1) images of the spec into max_length slot heads of the alphabet's
+    classes, or into one CTC output of (T, classes + 1); else what differs."""
     inputs = getattr(model, "inputs", None) or []
     outputs = getattr(model, "outputs", None) or []
     if len(inputs) != 1:
         return f"{len(inputs)} inputs, expected 1"
     shape = tuple(inputs[0].shape)
-    if shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH, 1):
-        return f"input shape {shape[1:]}, expected {(IMAGE_HEIGHT, IMAGE_WIDTH, 1)}"
-    if len(outputs) != CAPTCHA_LENGTH:
-        return f"{len(outputs)} output heads, expected {CAPTCHA_LENGTH}"
+    if shape[1:] != (spec.height, spec.width, 1):
+        return f"input shape {shape[1:]}, expected {(spec.height, spec.width, 1)}"
+    if is_ctc(model, spec):
+        return None
+    if len(outputs) != spec.max_length or not spec.fixed_length:
+        return f"{len(outputs)} output heads, expected {spec.max_length} (or one CTC output)"
     for i, out in enumerate(outputs):
-        if tuple(out.shape)[1:] != (NUM_CLASSES,):
-            return f"head {i} has shape {tuple(out.shape)[1:]}, expected ({NUM_CLASSES},)"
+        if tuple(out.shape)[1:] != (spec.num_classes,):
+            return f"head {i} has shape {tuple(out.shape)[1:]}, expected ({spec.num_classes},)"
     return None
 
 
@@ -95,8 +106,8 @@ class Answer:
 
     text: str
     confidence: float  # product of the characters' top probabilities
-    char_probs: np.ndarray  # (length, classes), rows sum to 1
-    alphabet: str = ALPHABET
+    char_probs: np.ndarray  # (characters read, classes), rows sum to 1
+    alphabet: str
 
     def to_dict(self, top: int = 3) -> dict:
         """JSON-ready: text, confidence, and each character's `top` most likely readings."""
@@ -107,28 +118,30 @@ class Answer:
         return {"text": self.text, "confidence": round(self.confidence, 6), "chars": chars}
 
 
-def to_rgb(image) -> np.ndarray:
-    """One captcha as (50, 100, 3) uint8 RGB, from image bytes, a file path, a PIL image or a NumPy array.
+def to_rgb(image, size: tuple[int, int]) -> np.ndarray:
+    """One captcha as (height, width, 3) uint8 RGB of `size` (width, height), from image bytes, a file path,
+    a PIL image or a NumPy array.
 
     ValueError names what is wrong (not an image, wrong size, wrong type).
     """
     from PIL import Image
 
+    width, height = size
     if isinstance(image, (bytes, bytearray, memoryview)):
         if not len(image):
             raise ValueError("empty image")
-        return decode_image(bytes(image))
+        return decode_image(bytes(image), size)
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"{path}: no such file")
         try:
-            return read_image(path)[0]
+            return read_image(path, size)[0]
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
     if isinstance(image, Image.Image):
-        if image.size != (IMAGE_WIDTH, IMAGE_HEIGHT):
-            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
+        if image.size != size:
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {width}x{height}")
         return np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
@@ -137,8 +150,8 @@ def to_rgb(image) -> np.ndarray:
             image = np.repeat(image[..., None], 3, axis=-1)
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise ValueError(f"expected an (height, width, 3) RGB array, got shape {image.shape}")
-        if image.shape[:2] != (IMAGE_HEIGHT, IMAGE_WIDTH):
-            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, expected {IMAGE_WIDTH}x{IMAGE_HEIGHT}")
+        if image.shape[:2] != (height, width):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height}")
         return np.ascontiguousarray(image[..., :3])
     raise ValueError(f"cannot read a captcha from a {type(image).__name__}: give bytes, a path, a PIL image or a NumPy array")
 
@@ -151,9 +164,9 @@ class Solver:
     >>> answer.text, answer.confidence
     """
 
-    def __init__(self, predict, source: str, backend: str):
-        self._predict = predict  # preprocessed (N, 50, 100, 1) float32 (uint8 RGB if predict.takes_rgb) -> (N, 4, 36)
-        self.source, self.backend = source, backend
+    def __init__(self, predict, spec: CaptchaSpec, source: str, backend: str):
+        self._predict = predict  # preprocessed (N, H, W, 1) float32 (uint8 RGB if predict.takes_rgb) -> probabilities
+        self.spec, self.source, self.backend = spec, source, backend
 
     @classmethod
     def load(cls, model: str | Path | None = None, backend: str = "auto") -> Solver:
@@ -168,82 +181,85 @@ class Solver:
         if backend == "auto":
             backend = "onnx" if path is not None and path.suffix == ".onnx" else "keras"
         if backend == "onnx":
-            from .onnx_backend import load_onnx_predictor
-
             if path is None:
                 raise InputError("the ONNX backend needs a model.onnx (make one with `simcaptcha export`)")
-            return cls(load_onnx_predictor(path), str(path), "onnx")
+            predict, spec = load_onnx_predictor(path)
+            return cls(predict, spec, str(path), "onnx")
         if backend != "keras":
             raise InputError(f"unknown backend {backend!r}: use keras, onnx or auto")
-        from . import quiet
-
         quiet.tensorflow()
-        keras_model = load_classifier(path)
-        return cls.from_keras(keras_model, str(path or shipped_model_dir()))
+        keras_model, spec = load_classifier(path)
+        return cls.from_keras(keras_model, spec, str(path or shipped_model_dir()))
 
     @classmethod
-    def from_keras(cls, keras_model, source: str = "keras model") -> Solver:
-        from .classifier import predict_probs
-
-        return cls(lambda x: predict_probs(keras_model, x), source, "keras")
+    def from_keras(cls, keras_model, spec: CaptchaSpec, source: str = "keras model") -> Solver:
+        return cls(lambda x: predict_probs(keras_model, x), spec, source, "keras")
 
     def probabilities(self, rgb: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """(N, 50, 100, 3) uint8 RGB -> (N, 4, 36) character probabilities.
+        """(N, H, W, 3) uint8 RGB -> (N, L, classes) slot or (N, T, classes + 1) CTC probabilities.
 
         Preprocessed and read `chunk` captchas at a time: the float copies of 15,000 captchas
         take about 1 GB, and making them all at once ran 3x slower than in chunks.
         """
-        out = np.zeros((len(rgb), CAPTCHA_LENGTH, NUM_CLASSES), np.float32)
         prepare = (lambda part: part) if getattr(self._predict, "takes_rgb", False) else preprocess
-        for i in range(0, len(rgb), chunk):
-            out[i : i + chunk] = self._predict(prepare(rgb[i : i + chunk]))
-        return out
+        parts = [self._predict(prepare(rgb[i : i + chunk])) for i in range(0, max(len(rgb), 1), chunk)]
+        return np.concatenate(parts)
 
     def solve_batch(self, images) -> list[Answer]:
-        """Read many captchas at once (a list of bytes, paths, PIL images or arrays, or an (N, 50, 100, 3) array)."""
-        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
+        """Read many captchas at once (a list of bytes, paths, PIL images or arrays, or an (N, H, W, 3) array)."""
+        spec = self.spec
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == (spec.height, spec.width, 3):
             rgb = images  # already a batch of RGB captchas
         elif len(images):
-            rgb = np.stack([to_rgb(i) for i in images])
+            rgb = np.stack([to_rgb(i, spec.size) for i in images])
         else:
-            rgb = np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
-        return answers_from_probs(self.probabilities(rgb))
+            rgb = np.zeros((0, spec.height, spec.width, 3), np.uint8)
+        return answers_from_probs(self.probabilities(rgb), spec)
 
     def solve(self, image) -> Answer:
         """Read one captcha (bytes, a path, a PIL image or a NumPy array)."""
         return self.solve_batch([image])[0]
 
 
-def answers_from_probs(probs: np.ndarray) -> list[Answer]:
-    from .classifier import decode_probs
-
-    texts, conf = decode_probs(probs)
-    return [Answer(t, float(c), p) for t, c, p in zip(texts, conf, probs)]
+def answers_from_probs(probs: np.ndarray, spec: CaptchaSpec) -> list[Answer]:
+    texts, conf = decode_probs(probs, spec)
+    return [Answer(t, float(c), p, spec.alphabet) for t, c, p in zip(texts, conf, char_probs(probs, spec))]
 
 
 def as_solver(model) -> Solver:
-    """A Solver from a Solver, a loaded Keras classifier, or a model path (None: the shipped model)."""
+    """A Solver from a Solver or a model path (None: the shipped model)."""
     if isinstance(model, Solver):
         return model
-    if hasattr(model, "predict"):
-        return Solver.from_keras(model)
     return Solver.load(model)
 
 
-def solve_loaded(loaded: LoadResult, model) -> SolveResult:
-    """Predict every loaded captcha (names are already unique: load_captchas keeps the first)."""
+def solve_loaded(loaded: LoadResult, model, resize: bool = False) -> SolveResult:
+    """Predict every loaded captcha (names are already unique: load_captchas keeps the first).
+
+    A captcha of another size than the model reads is one error line, or resized to it with `resize`.
+    """
     solver = as_solver(model)
     result = SolveResult(errors=list(loaded.errors))
-    if not loaded.captchas:
+    size = solver.spec.size
+    if resize:
+        loaded.resize(size)
+    fitting = []
+    for c in loaded.captchas:
+        if c.image.shape[:2] == (size[1], size[0]):
+            fitting.append(c)
+        else:
+            h, w = c.image.shape[:2]
+            result.errors.append(f"{c.source}: image is {w}x{h}, the model reads {size[0]}x{size[1]} (--resize to read it)")
+    if not fitting:
         return result
-    answers = answers_from_probs(solver.probabilities(np.stack([c.image for c in loaded.captchas])))
-    result.solutions = [Solution(c.name, a.text, a.confidence) for c, a in zip(loaded.captchas, answers)]
+    answers = answers_from_probs(solver.probabilities(np.stack([c.image for c in fitting])), solver.spec)
+    result.solutions = [Solution(c.name, a.text, a.confidence) for c, a in zip(fitting, answers)]
     return result
 
 
-def solve(paths, model=None) -> SolveResult:
+def solve(paths, model=None, resize: bool = False) -> SolveResult:
     """Solve challenge files, image files or folders of them with a model (a Solver, a path, None: the shipped one)."""
-    return solve_loaded(load_captchas(paths), model)
+    return solve_loaded(load_captchas(paths), model, resize)
 
 
 def confidence_path_for(out: Path) -> Path:

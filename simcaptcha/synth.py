@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .alphabet import ALPHABET, CAPTCHA_LENGTH, IMAGE_HEIGHT, IMAGE_WIDTH, encode
 from .preprocess import line_mask, preprocess
-
-GLYPH_BOX = 48  # glyphs are drawn centred in a square this size, then rotated
+from .spec import CaptchaSpec
 
 
 def default_fonts() -> list[str]:
@@ -31,8 +29,16 @@ def default_fonts() -> list[str]:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """How synthetic captchas are drawn. Defaults were matched by eye and by ink statistics to HackMIT 2017."""
+    """How synthetic captchas are drawn. Defaults were matched by eye and by ink statistics to HackMIT 2017.
 
+    Sizes and positions are in pixels of a reference_size captcha (HackMIT's 100x50); a captcha
+    spec of another size scales them (x by the width, sizes and y by the height). x_centers are
+    the centres of a text of len(x_centers) characters; texts of another length are spread evenly
+    over the same span (a shorter text of a length range sits in its middle).
+    """
+
+    reference_size: tuple[int, int] = (100, 50)  # (width, height) the pixel values below were measured at
+    glyph_box: int = 48  # glyphs are drawn centred in a square this size (reference pixels), then rotated
     fonts: tuple[str, ...] = ()  # empty: the shipped fonts
     font_size: tuple[int, int] = (21, 28)  # pixel size range, inclusive
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
@@ -82,14 +88,14 @@ SUPERSAMPLE = 4  # glyphs are drawn this many times larger, then box-filtered do
 # Unbounded: the key space is fonts x sizes x chars x strokes (9,216 glyphs of 2.3 KB with the
 # defaults). A bounded LRU smaller than that misses on every ninth glyph drawn, forever.
 @lru_cache(maxsize=None)
-def _glyph(path: str, size: int, char: str, stroke: int = 0) -> Image.Image:
-    """An 'L' coverage image of one character, centred on its ink in a GLYPH_BOX square.
+def _glyph(path: str, size: int, char: str, stroke: int = 0, box_size: int = 48) -> Image.Image:
+    """An 'L' coverage image of one character, centred on its ink in a `box_size` square.
 
     `stroke` emboldens by that many 1/SUPERSAMPLE pixels: drawing large and reducing gives a
     fractional stroke, so heavier letters keep their small gaps (the dot of an i).
     """
     font = _font(path, size * SUPERSAMPLE)
-    big = GLYPH_BOX * SUPERSAMPLE
+    big = box_size * SUPERSAMPLE
     box = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(box)
     l, t, r, b = draw.textbbox((0, 0), char, font=font, stroke_width=stroke)
@@ -107,14 +113,14 @@ def _baseline_below_centre(path: str, size: int, char: str, stroke: int = 0) -> 
     return -(top + bottom) / 2 / SUPERSAMPLE
 
 
-OPEN_FOUR_HEIGHT = 0.72  # the drawn 4's height over its font size: a typical sans's cap height
+OPEN_FOUR_SCALE = 0.72  # the drawn 4's height over its font size: a typical sans's cap height
 
 
 @lru_cache(maxsize=256)
-def _open_four(size: int, stroke: int = 0) -> Image.Image:
+def _open_four(size: int, stroke: int = 0, box_size: int = 48) -> Image.Image:
     """A '4' whose slanted arm stops short of the stem (an open top), drawn as strokes at a font's cap height."""
-    big = GLYPH_BOX * SUPERSAMPLE
-    h = OPEN_FOUR_HEIGHT * size * SUPERSAMPLE
+    big = box_size * SUPERSAMPLE
+    h = OPEN_FOUR_SCALE * size * SUPERSAMPLE
     w = 0.75 * h
     width = round(0.19 * h + 2 * stroke)  # a bold stem, emboldened like the font glyphs
     x0, y0 = (big - w) / 2, (big - h) / 2
@@ -129,7 +135,7 @@ def _place(glyph: Image.Image, angle: float, sx: float, sy: float) -> Image.Imag
     """Stretch a glyph by (sx, sy) about its centre, then rotate it by `angle` degrees, in one resampling."""
     a = np.deg2rad(angle)
     cos, sin = np.cos(a), np.sin(a)
-    c = GLYPH_BOX / 2
+    c = glyph.size[0] / 2
     # PIL wants the inverse map, output (x, y) -> input: unrotate, then unstretch.
     m = np.array([[cos / sx, -sin / sx], [sin / sy, cos / sy]])
     offset = np.array([c, c]) - m @ np.array([c, c])
@@ -137,28 +143,33 @@ def _place(glyph: Image.Image, angle: float, sx: float, sy: float) -> Image.Imag
     return glyph.transform(glyph.size, Image.AFFINE, data, resample=Image.BILINEAR)
 
 
-def striped_background(rng: np.random.Generator) -> np.ndarray:
+def striped_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A plain background of 4 random saturated stripes, used when no mask is given."""
-    bg = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+    bg = np.zeros((height, width, 3), np.uint8)
+    edges = np.linspace(0, width, 5).round().astype(int)
     for i in range(4):
         colour = rng.integers(0, 200, 3)
         colour[rng.integers(0, 3)] = 0  # saturated: one channel off, so it is never near white
-        bg[:, i * 25 : (i + 1) * 25] = colour
+        bg[:, edges[i] : edges[i + 1]] = colour
     return bg
 
 
 class Synthesizer:
-    """Renders labelled captchas. `render_batch(n, seed)` is a pure function of its arguments."""
+    """Renders labelled captchas of a spec. `render_batch(n, seed)` is a pure function of its arguments."""
 
-    def __init__(self, background: np.ndarray | None = None, config: SynthConfig = SynthConfig()):
-        self.config = config
+    def __init__(self, spec: CaptchaSpec, background: np.ndarray | None = None, config: SynthConfig = SynthConfig()):
+        self.spec, self.config = spec, config
+        ref_w, ref_h = config.reference_size
+        self.sx, self.sy = spec.width / ref_w, spec.height / ref_h  # reference pixels -> this spec's pixels
+        self.font_size = (max(4, round(config.font_size[0] * self.sy)), max(4, round(config.font_size[1] * self.sy)))
+        self.box = max(8, round(config.glyph_box * self.sy))
         self.fonts = list(config.fonts) or default_fonts()
         for f in self.fonts:
             if not Path(f).is_file():
                 raise FileNotFoundError(f"{f}: font file not found")
-            _font(f, config.font_size[0])  # fail early on a file that is not a font
-        if background is not None and background.shape != (IMAGE_HEIGHT, IMAGE_WIDTH, 3):
-            raise ValueError(f"background must be {IMAGE_HEIGHT}x{IMAGE_WIDTH} RGB, got {background.shape}")
+            _font(f, self.font_size[0])  # fail early on a file that is not a font
+        if background is not None and background.shape != (spec.height, spec.width, 3):
+            raise ValueError(f"background must be {spec.width}x{spec.height} RGB, got {background.shape[1]}x{background.shape[0]}")
         self.background = None if background is None else Image.fromarray(background)
         self.lines = None  # 'L' mask of the background's noise lines, redrawn over the characters
         if background is not None and config.lines_on_top:
@@ -172,50 +183,66 @@ class Synthesizer:
     def warm_up(self) -> int:
         """Draw every glyph once (they are cached); returns how many. Rendering is fastest afterwards."""
         cfg = self.config
-        sizes = range(cfg.font_size[0], cfg.font_size[1] + 1)
+        sizes = range(self.font_size[0], self.font_size[1] + 1)
         strokes = range(cfg.stroke[0], cfg.stroke[1] + 1)
         count = 0
         for size, stroke in product(sizes, strokes):
-            _open_four(size, stroke)
-            for font, char in product(self.fonts, ALPHABET):
-                _glyph(font, size, char, stroke)
+            _open_four(size, stroke, self.box)
+            for font, char in product(self.fonts, self.spec.alphabet):
+                _glyph(font, size, char, stroke, self.box)
                 if cfg.anchored:
                     _baseline_below_centre(font, size, char, stroke)
                 count += 1
         return count
 
     def random_text(self, rng: np.random.Generator) -> str:
-        return "".join(ALPHABET[i] for i in rng.integers(0, len(ALPHABET), CAPTCHA_LENGTH))
+        spec = self.spec
+        length = spec.min_length if spec.fixed_length else int(rng.integers(spec.min_length, spec.max_length + 1))
+        return "".join(spec.alphabet[i] for i in rng.integers(0, spec.num_classes, length))
+
+    def mean_centers(self, length: int) -> np.ndarray:
+        """Mean x centre (pixels of this spec) of each character of a `length`-character text."""
+        centers = np.asarray(self.config.x_centers, float)
+        longest = self.spec.max_length
+        if longest != len(centers):
+            centers = np.linspace(centers[0], centers[-1], longest) if longest > 1 else centers[[0, -1]].mean(keepdims=True)
+        if length != longest:  # a shorter text of a length range: evenly spaced about the middle
+            step = (centers[-1] - centers[0]) / max(1, longest - 1)
+            centers = (centers[0] + centers[-1]) / 2 + step * (np.arange(length) - (length - 1) / 2)
+        return centers * self.sx
 
     def render_jpeg(self, text: str, rng: np.random.Generator) -> bytes:
         """Draw `text` and return the JPEG bytes, as the contest serves them."""
         cfg = self.config
-        canvas = (self.background or Image.fromarray(striped_background(rng))).copy()
+        sx, sy, box = self.sx, self.sy, self.box
+        spec = self.spec
+        canvas = (self.background or Image.fromarray(striped_background(rng, spec.height, spec.width))).copy()
+        centers = self.mean_centers(len(text))
         for i, char in enumerate(text):
             fonts = self.char_fonts.get(char, self.fonts)
             font = fonts[rng.integers(len(fonts))]  # per character: more shapes of each glyph
-            size = int(rng.integers(cfg.font_size[0], cfg.font_size[1] + 1))
+            size = int(rng.integers(self.font_size[0], self.font_size[1] + 1))
             angle = rng.uniform(-cfg.rotation, cfg.rotation)
             stroke = int(rng.integers(cfg.stroke[0], cfg.stroke[1] + 1))
             sx_range, sy_range = self.char_scale.get(char, (cfg.width_scale, (1.0, 1.0)))
-            sx, sy = rng.uniform(*sx_range), rng.uniform(*sy_range)
+            stretch_x, stretch_y = rng.uniform(*sx_range), rng.uniform(*sy_range)
             open_four = char == "4" and rng.random() < cfg.open_four
-            glyph = _open_four(size, stroke) if open_four else _glyph(font, size, char, stroke)
-            glyph = _place(glyph, angle, sx, sy)
-            x_shift = rng.uniform(-cfg.x_jitter, cfg.x_jitter)
+            glyph = _open_four(size, stroke, box) if open_four else _glyph(font, size, char, stroke, box)
+            glyph = _place(glyph, angle, stretch_x, stretch_y)
+            x_shift = rng.uniform(-cfg.x_jitter, cfg.x_jitter) * sx
             if cfg.anchored:
                 if open_four:
-                    baseline = OPEN_FOUR_HEIGHT * size / 2  # the stem's foot: half the strokes' height below their centre
+                    baseline = OPEN_FOUR_SCALE * size / 2  # the stem's foot: half the strokes' height below their centre
                 else:
                     baseline = _baseline_below_centre(font, size, char, stroke)
-                left = (glyph.getbbox() or (GLYPH_BOX // 2,))[0]  # the placed glyph's left ink edge
-                x = cfg.x_centers[i] - cfg.mid_width / 2 + x_shift - left
+                left = (glyph.getbbox() or (box // 2,))[0]  # the placed glyph's left ink edge
+                x = centers[i] - cfg.mid_width * sy / 2 + x_shift - left
                 # The glyph turns about its centre: the baseline's point below it moves up by cos(angle).
-                cy = rng.uniform(*cfg.baseline_range) - sy * baseline * np.cos(np.deg2rad(angle))
-                y = cy - GLYPH_BOX / 2
+                cy = rng.uniform(*cfg.baseline_range) * sy - stretch_y * baseline * np.cos(np.deg2rad(angle))
+                y = cy - box / 2
             else:
-                x = cfg.x_centers[i] + x_shift - GLYPH_BOX / 2
-                y = rng.uniform(*cfg.y_range) - GLYPH_BOX / 2
+                x = centers[i] + x_shift - box / 2
+                y = rng.uniform(*cfg.y_range) * sy - box / 2
             ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
             canvas.paste((ink, ink, ink), (round(x), round(y)), glyph)
         if self.lines is not None:
@@ -227,9 +254,9 @@ class Synthesizer:
         return out.getvalue()
 
     def render_batch(self, n: int, seed) -> tuple[np.ndarray, list[str]]:
-        """n captchas as (n, 50, 100, 3) uint8 RGB and their texts; same seed, same batch."""
+        """n captchas as (n, height, width, 3) uint8 RGB and their texts; same seed, same batch."""
         rng = np.random.default_rng(seed)
-        images = np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+        images = np.empty((n, self.spec.height, self.spec.width, 3), np.uint8)
         texts = []
         for k in range(n):
             text = self.random_text(rng)
@@ -238,10 +265,47 @@ class Synthesizer:
             texts.append(text)
         return images, texts
 
+    def labels(self, texts: list[str]) -> np.ndarray:
+        """(N, max_length) class indices, PAD after a shorter text."""
+        return np.stack([self.spec.encode(t) for t in texts]) if texts else np.zeros((0, self.spec.max_length), np.int32)
+
+    def save(self, folder) -> None:
+        """Write what makes this synthesizer again into a run folder: synth.json (spec, settings, fonts) and,
+        where it draws over a fixed background, that background as mask.png."""
+        from dataclasses import asdict
+
+        from .files import write_json_atomic
+        from .preprocess import save_background
+
+        folder = Path(folder)
+        write_json_atomic(folder / "synth.json", {"spec": self.spec.to_dict(), "config": asdict(self.config),
+                                                  "fonts": self.fonts, "mask": "mask.png" if self.background else None})
+        if self.background is not None:
+            save_background(np.asarray(self.background), folder / "mask.png")
+
+    @classmethod
+    def load(cls, folder) -> Synthesizer:
+        """The synthesizer a run folder's synth.json (and mask.png) describe."""
+        from .files import read_json
+        from .preprocess import load_background
+
+        folder = Path(folder)
+        doc = read_json(folder / "synth.json", what="synthesizer record")
+        spec = CaptchaSpec.from_dict(doc.get("spec"))
+        fields = {f for f in SynthConfig.__dataclass_fields__}
+        config = SynthConfig(**{k: _tuples(v) for k, v in doc.get("config", {}).items() if k in fields})
+        background = load_background(folder / doc["mask"], spec.size) if doc.get("mask") else None
+        return cls(spec, background, config)
+
+
+def _tuples(value):
+    """JSON lists back to the tuples a frozen config holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
 
 @dataclass
 class SyntheticStream:
-    """Endless training batches: (preprocessed images, int labels (B, 4)); batch i depends only on (seed, i)."""
+    """Endless training batches: (preprocessed images, int labels (B, max_length)); batch i depends only on (seed, i)."""
 
     synthesizer: Synthesizer
     batch_size: int
@@ -253,16 +317,17 @@ class SyntheticStream:
         step = self.start
         while True:
             images, texts = self.synthesizer.render_batch(self.batch_size, (self.seed, step))
-            yield preprocess(images), np.stack([encode(t) for t in texts])
+            yield preprocess(images), self.synthesizer.labels(texts)
             step += 1
 
     def dataset(self, prefetch: int = 4):
         """A tf.data pipeline that renders in a background thread while the model trains."""
         import tensorflow as tf
 
+        spec = self.synthesizer.spec
         spec = (
-            tf.TensorSpec((self.batch_size, IMAGE_HEIGHT, IMAGE_WIDTH, 1), tf.float32),
-            tf.TensorSpec((self.batch_size, CAPTCHA_LENGTH), tf.int32),
+            tf.TensorSpec((self.batch_size, spec.height, spec.width, 1), tf.float32),
+            tf.TensorSpec((self.batch_size, spec.max_length), tf.int32),
         )
         return tf.data.Dataset.from_generator(lambda: iter(self), output_signature=spec).prefetch(prefetch)
 
@@ -270,10 +335,11 @@ class SyntheticStream:
 POOL_CHUNK = 1000  # captchas per rendering task: seeds are per chunk, so any number of workers renders the same pool
 
 
-def _render_chunk(background: np.ndarray | None, config: SynthConfig, n: int, seed) -> tuple[np.ndarray, np.ndarray]:
+def _render_chunk(spec: CaptchaSpec, background: np.ndarray | None, config: SynthConfig, n: int, seed) -> tuple[np.ndarray, np.ndarray]:
     """One pool chunk, preprocessed: runs in a worker process (the glyph cache lives on between its chunks)."""
-    images, texts = Synthesizer(background, config).render_batch(n, seed)
-    return preprocess(images), np.stack([encode(t) for t in texts])
+    synth = Synthesizer(spec, background, config)
+    images, texts = synth.render_batch(n, seed)
+    return preprocess(images), synth.labels(texts)
 
 
 @dataclass
@@ -286,18 +352,9 @@ class SyntheticPool:
     processes while nothing else runs, and reusing them, leaves training the cores alone.
     """
 
-    x: np.ndarray  # (N, 50, 100, 1) preprocessed
-    labels: np.ndarray  # (N, 4) int32
-    refined_by: str | None = None  # the refiner.keras x has been passed through (None: raw synthetic)
-
-    def refined(self, refiner_path: str, batch_size: int = 512) -> SyntheticPool:
-        """This pool passed once through a refiner. A stage that refines every batch it draws
-        would refine each captcha again on every pass (width 1.5: 0.06 s of a 0.33 s step here).
-        """
-        from .refiner import load_refiner, refine_images
-
-        x = refine_images(load_refiner(refiner_path), self.x, batch_size)
-        return SyntheticPool(x, self.labels, refined_by=str(refiner_path))
+    x: np.ndarray  # (N, H, W, 1) preprocessed
+    labels: np.ndarray  # (N, max_length) int32, PAD after a shorter text
+    refined_by: str | None = None  # the refiner x has been passed through (None: raw synthetic); see refiner.refine_pool
 
     def batches(self, batch_size: int, seed: int = 0, start: int = 0):
         """Endless (x, labels) batches, each pass over the pool in a new order; batch i depends only on (seed, i)."""
@@ -320,7 +377,7 @@ class SyntheticPool:
             step += 1
 
 
-def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed: int = 0, workers: int | None = None,
+def render_pool(synth: Synthesizer, n: int, seed: int = 0, workers: int | None = None,
                 progress=None, chunk: int = POOL_CHUNK) -> SyntheticPool:
     """Render n synthetic captchas in `workers` processes (default: one per core); the same pool for any worker count.
 
@@ -328,8 +385,10 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
     """
     # (index, size, seed) of each chunk
     chunks = [(k, min(chunk, n - k * chunk), (seed, 888_888_888, k)) for k in range((n + chunk - 1) // chunk)]
-    x = np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH, 1), np.float32)
-    labels = np.empty((n, CAPTCHA_LENGTH), np.int32)
+    spec, config = synth.spec, synth.config
+    background = None if synth.background is None else np.asarray(synth.background)
+    x = np.empty((n, spec.height, spec.width, 1), np.float32)
+    labels = np.empty((n, spec.max_length), np.int32)
 
     def store(k, size, result):
         x[k * chunk : k * chunk + size], labels[k * chunk : k * chunk + size] = result
@@ -339,7 +398,7 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
     workers = min(workers or os.cpu_count() or 1, len(chunks))
     if workers <= 1 or not _spawn_can_start():
         for k, size, chunk_seed in chunks:
-            store(k, size, _render_chunk(background, config, size, chunk_seed))
+            store(k, size, _render_chunk(spec, background, config, size, chunk_seed))
         return SyntheticPool(x, labels)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -349,7 +408,7 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
     try:
         # spawn, not fork: the parent runs TensorFlow's thread pools, which a forked child must not inherit.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_render_chunk, background, config, size, chunk_seed): (k, size, chunk_seed)
+            futures = {pool.submit(_render_chunk, spec, background, config, size, chunk_seed): (k, size, chunk_seed)
                        for k, size, chunk_seed in chunks}
             for future in as_completed(futures):
                 store(*futures[future][:2], future.result())
@@ -361,7 +420,7 @@ def render_pool(background: np.ndarray | None, config: SynthConfig, n: int, seed
         print("synthetic pool: worker processes failed to start; rendering in this process", file=sys.stderr)
         for k, size, chunk_seed in chunks:
             if (k, size, chunk_seed) not in done:
-                store(k, size, _render_chunk(background, config, size, chunk_seed))
+                store(k, size, _render_chunk(spec, background, config, size, chunk_seed))
     return SyntheticPool(x, labels)
 
 
@@ -371,12 +430,12 @@ def _spawn_can_start() -> bool:
     return main_file is None or Path(main_file).is_file()
 
 
-def render_pool_with_bar(background: np.ndarray | None, config: SynthConfig, n: int, seed: int = 0, show: bool = True) -> SyntheticPool:
+def render_pool_with_bar(synth: Synthesizer, n: int, seed: int = 0, show: bool = True) -> SyntheticPool:
     """render_pool behind a progress bar (a pool of 64,000 takes about a minute on two cores)."""
     from tqdm import tqdm
 
     with tqdm(total=n, desc="synth pool", unit="captcha", disable=not show, leave=False, dynamic_ncols=True) as bar:
-        return render_pool(background, config, n, seed=seed, progress=bar.update)
+        return render_pool(synth, n, seed=seed, progress=bar.update)
 
 
 def training_batches(synth: Synthesizer, batch_size: int, seed: int, start: int = 0,
@@ -386,8 +445,7 @@ def training_batches(synth: Synthesizer, batch_size: int, seed: int, start: int 
     else rendered in a background thread.
     """
     if pool is None and pool_size:
-        background = None if synth.background is None else np.asarray(synth.background)
-        pool = render_pool_with_bar(background, synth.config, pool_size, seed=seed, show=progress)
+        pool = render_pool_with_bar(synth, pool_size, seed=seed, show=progress)
     if pool is not None:
         return pool.batches(batch_size, seed=seed, start=start)
     return iter(SyntheticStream(synth, batch_size, seed=seed, start=start).dataset())

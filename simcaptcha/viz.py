@@ -26,7 +26,7 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]], columns: int = 8, scale: i
     for title, images in rows:
         images = as_rgb(images)
         n_rows = max(1, -(-len(images) // columns))
-        h, w = images.shape[1:3] if len(images) else (50, 100)
+        h, w = images.shape[1:3] if len(images) else (8, 8)
         block = Image.new("RGB", (label_w + columns * (w + pad), n_rows * (h + pad)), (32, 32, 32))
         ImageDraw.Draw(block).text((4, 4), title, fill=(255, 255, 255))
         for k, im in enumerate(images):

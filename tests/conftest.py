@@ -23,21 +23,29 @@ def hackmit() -> Path:
 
 
 @pytest.fixture(scope="session")
+def spec():
+    """HackMIT's captchas: 100x50, 4 characters of 0-9a-z."""
+    from simcaptcha.spec import CaptchaSpec
+
+    return CaptchaSpec.from_flags(50, 100, "4", "0-9a-z")
+
+
+@pytest.fixture(scope="session")
 def background() -> np.ndarray:
     """A background like a contest user's: 4 stripes and two thin white lines."""
     from simcaptcha.synth import striped_background
 
-    bg = striped_background(np.random.default_rng(3))
+    bg = striped_background(np.random.default_rng(3), 50, 100)
     bg[10, 5:95] = 250
     bg[12:40, 30] = 250
     return bg
 
 
 @pytest.fixture(scope="session")
-def synthesizer(background):
+def synthesizer(spec, background):
     from simcaptcha.synth import Synthesizer
 
-    return Synthesizer(background)
+    return Synthesizer(spec, background)
 
 
 def make_challenge(synthesizer, n: int, seed: int) -> tuple[dict, dict]:

@@ -115,13 +115,16 @@ def test_onnx_models_for_other_captchas_are_refused(tmp_path):
     from simcaptcha.export import to_onnx
     from simcaptcha.onnx_backend import SPEC_KEY
 
-    proto = to_onnx(build_classifier(ClassifierConfig(filters=(4, 8), dense=8)))
+    from simcaptcha.spec import legacy_spec
+
+    proto = to_onnx(build_classifier(legacy_spec(), ClassifierConfig(filters=(4, 8), dense=8)), legacy_spec())
     spec = json.loads(next(p.value for p in proto.metadata_props if p.key == SPEC_KEY))
     spec["alphabet"] = "0123456789"
     onnx.helper.set_model_props(proto, {SPEC_KEY: json.dumps(spec)})
     (tmp_path / "other.onnx").write_bytes(proto.SerializeToString())
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
-    for name, words in [("other.onnx", "made for other captchas: alphabet"), ("junk.onnx", "cannot load the ONNX model")]:
+    # the spec says 10 classes, the model gives 36: not a model of that spec
+    for name, words in [("other.onnx", "expected one output of shape (N, 4, 10)"), ("junk.onnx", "cannot load the ONNX model")]:
         r = runner.invoke(app, ["solve", str(SAMPLE), "-o", str(tmp_path / "s.json"), "--model", str(tmp_path / name)])
         assert r.exit_code == 1 and words in r.output, r.output
 

@@ -34,7 +34,7 @@ def test_bad_entries_are_reported_and_skipped(tmp_path):
             {"name": "nob64"},
             {"name": "badb64", "jpg_base64": "***not base64***"},
             {"name": "notimage", "jpg_base64": base64.b64encode(b"hello world").decode()},
-            {"name": "wrongsize", "jpg_base64": base64.b64encode(jpeg_bytes((60, 30))).decode()},
+            {"name": "toolarge", "jpg_base64": base64.b64encode(jpeg_bytes((1100, 20))).decode()},
         ]
     }
     path = tmp_path / "challenge-x"
@@ -44,7 +44,7 @@ def test_bad_entries_are_reported_and_skipped(tmp_path):
     assert len(result.errors) == 5
     assert all(str(path) in e for e in result.errors)
     joined = "\n".join(result.errors)
-    for expected in ["missing name", "missing jpg_base64", "bad base64", "not a readable image", "60x30"]:
+    for expected in ["missing name", "missing jpg_base64", "bad base64", "not a readable image", "1100x20"]:
         assert expected in joined
 
 

@@ -56,7 +56,7 @@ def test_bad_inputs_are_one_line(tmp_path, challenge_dir):
     r = run("extract", only_bad, "-o", tmp_path / "out2")
     assert r.exit_code != 0 and "bad base64" in r.output and "no usable captcha" in r.output
 
-    r = run("synth", 2, "-o", tmp_path / "s", "--font", tmp_path / "missing.ttf")
+    r = run("synth", 2, "-o", tmp_path / "s", "--size", "100x50", "--font", tmp_path / "missing.ttf")
     assert r.exit_code != 0 and "missing.ttf" in r.output
 
 

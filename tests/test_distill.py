@@ -16,32 +16,34 @@ def agreement(a, b, x):
     return float((predict_probs(a, x).argmax(-1) == predict_probs(b, x).argmax(-1)).mean())
 
 
-def test_student_learns_the_teachers_readings(tmp_path, synthesizer):
+def test_student_learns_the_teachers_readings(tmp_path, synthesizer, spec):
     import keras
 
     keras.utils.set_random_seed(1)
-    teacher = build_classifier(ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
+    teacher = build_classifier(spec, ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
     from simcaptcha.preprocess import preprocess
 
     images, _ = synthesizer.render_batch(256, seed=5)
     x = preprocess(images)
     cfg = DistillConfig(steps=150, batch_size=32, width=0.25, shift=0, eval_every=10_000, checkpoint_every=50)
-    distill_classifier(cfg, teacher, x, tmp_path / "student", progress=False, log=lambda *_: None)
+    distill_classifier(cfg, teacher, spec, x, tmp_path / "student", progress=False, log=lambda *_: None)
     student = keras.models.load_model(tmp_path / "student" / "classifier.keras", compile=False)
-    fresh = build_classifier(ClassifierConfig(width=0.25))
+    fresh = build_classifier(spec, ClassifierConfig(width=0.25))
     # A random teacher's picks are arbitrary: only learning them makes the student agree.
     assert agreement(student, teacher, x) > agreement(fresh, teacher, x) + 0.2
     assert json.loads((tmp_path / "student" / "config.json").read_text())["steps"] == 150
     # resuming a finished run trains nothing more and keeps the weights
     before = [w.copy() for w in student.get_weights()]
-    distill_classifier(cfg, teacher, x, tmp_path / "student", resume=True, progress=False, log=lambda *_: None)
+    distill_classifier(cfg, teacher, spec, x, tmp_path / "student", resume=True, progress=False, log=lambda *_: None)
     after = keras.models.load_model(tmp_path / "student" / "classifier.keras", compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
-def test_distill_command_end_to_end(tmp_path, challenge_dir):
-    teacher = build_classifier(ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
-    teacher.save(tmp_path / "teacher.keras")
+def test_distill_command_end_to_end(tmp_path, challenge_dir, spec):
+    from simcaptcha.runs import save_model_atomic
+
+    teacher = build_classifier(spec, ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
+    save_model_atomic(teacher, tmp_path / "teacher.keras", spec)
     r = CliRunner().invoke(app, ["distill", str(challenge_dir), "-o", str(tmp_path / "fast"), "--teacher", str(tmp_path / "teacher.keras"),
                                  "--steps", "3", "--width", "0.25", "--conv1-stride", "2", "--synthetic", "64",
                                  "--eval-real", str(challenge_dir / "challenge-1"), "--eval-labels", str(challenge_dir.parent / "labels.json")])

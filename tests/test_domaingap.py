@@ -62,10 +62,10 @@ def test_refine_train_reports_the_gap(tmp_path, synthesizer, background):
     save_background(background, tmp_path / "mask.png")
     real = shifted(preprocess(synthesizer.render_batch(200, seed=3)[0]))
     cfg = SimGANConfig(steps=4, pretrain_refiner_steps=2, pretrain_disc_steps=2, batch_size=8, features=4, blocks=1,
-                       disc_features=4, history_size=32, mask=str(tmp_path / "mask.png"), sample_every=100,
+                       disc_features=4, history_size=32, sample_every=100,
                        gap_every=3, gap_steps=20, gap_size=100, gap_critics=1)
     lines = []
-    result = train_refiner(cfg, real, tmp_path / "run", progress=False, log=lines.append)
+    result = train_refiner(cfg, real, synthesizer, tmp_path / "run", progress=False, log=lines.append)
     import json
 
     gap = json.loads((tmp_path / "run" / "gap.json").read_text())

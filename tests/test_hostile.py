@@ -217,7 +217,7 @@ def test_models_of_the_wrong_shape_are_refused_in_one_line(tmp_path, challenge_d
         r = run("solve", challenge_dir, "-o", tmp_path / "s.json", "--model", model)
         assert r.exit_code == 1 and expected in r.output, (what, r.output)
         assert not (tmp_path / "s.json").exists()
-    r = run("train", "-o", tmp_path / "m", "--refiner", tmp_path / "five.keras", "--steps", 1)
+    r = run("train", "-o", tmp_path / "m", "--refiner", tmp_path / "five.keras", "--steps", 1, "--size", "100x50")
     assert r.exit_code == 1 and "not a refiner" in r.output
 
 

@@ -4,18 +4,20 @@ import json
 
 import keras
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from simcaptcha.cli import app
 from simcaptcha.selftrain import agreeing_pseudo_labels, class_balance_weights, pseudo_label_accuracy, reweight
 
 
-def one_hot_probs(texts, confidence):
-    from simcaptcha.alphabet import encode
+ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
+
+def one_hot_probs(texts, confidence):
     probs = np.full((len(texts), 4, 36), (1 - confidence) / 35)
     for i, t in enumerate(texts):
-        probs[i, np.arange(4), encode(t)] = confidence
+        probs[i, np.arange(4), [ALPHABET.index(c) for c in t]] = confidence
     return probs
 
 
@@ -23,7 +25,7 @@ def test_pseudo_labels_need_agreement_and_confidence():
     x = np.zeros((3, 50, 100, 1), np.float32)
     a = one_hot_probs(["abcd", "abcd", "1234"], 0.99)
     b = np.concatenate([one_hot_probs(["abcd"], 0.99), one_hot_probs(["abce"], 0.99), one_hot_probs(["1234"], 0.5)])
-    kept = agreeing_pseudo_labels(x, ["n0", "n1", "n2"], a, b, threshold=0.9, min_chars=2)
+    kept = agreeing_pseudo_labels(x, ["n0", "n1", "n2"], a, b, threshold=0.9, alphabet=ALPHABET, min_chars=2)
     # n0: all four agree; n1: the last character disagrees; n2: view b is unsure of everything
     assert kept.names == ["n0", "n1"] and kept.texts == ["abcd", "abc?"] and kept.considered == 3
     assert kept.labels[1, 3] == -1 and kept.known_chars == 7
@@ -50,22 +52,37 @@ def test_class_balance_undoes_a_shared_bias():
     assert (fixed.argmax(-1) == truth).mean() > 0.999
 
 
-def test_unknown_characters_are_left_out_of_the_loss(tmp_path):
+def test_whole_text_pseudo_labels_for_ctc():
+    from simcaptcha.selftrain import agreeing_texts
+    from simcaptcha.spec import CaptchaSpec
+
+    spec = CaptchaSpec.from_flags(40, 120, "3-5", "a-z")
+    x = np.zeros((4, 40, 120, 1), np.float32)
+    texts_a, texts_b = ["abc", "abcd", "xyz", "ab"], ["abc", "abce", "xyz", "ab"]
+    conf_a, conf_b = np.array([0.9, 0.9, 0.9, 0.9]), np.array([0.9, 0.9, 0.05, 0.9])
+    kept = agreeing_texts(x, ["n0", "n1", "n2", "n3"], texts_a, conf_a, texts_b, conf_b, 0.5, spec)
+    # n1 disagrees, n2 is unsure (0.05 ** (1/3) < 0.5), n3 is shorter than the spec allows
+    assert kept.names == ["n0"] and kept.texts == ["abc"]
+    assert kept.labels.shape == (1, 5) and list(kept.labels[0]) == [0, 1, 2, -1, -1]
+
+
+def test_unknown_characters_are_left_out_of_the_loss(tmp_path, spec):
     from simcaptcha.classifier import ClassifierConfig, train_classifier
+    from simcaptcha.synth import Synthesizer
 
     x = np.zeros((8, 50, 100, 1), np.float32)
     y = np.full((8, 4), -1, np.int32)  # nothing known: the real half of each batch adds no loss
     cfg = ClassifierConfig(steps=2, batch_size=4, filters=(4, 8), dense=8, bottleneck=4, eval_every=2, val_size=8)
-    metrics = train_classifier(cfg, tmp_path, extra_data=(x, y), extra_fraction=0.5, progress=False, log=lambda *_: None)
+    metrics = train_classifier(cfg, Synthesizer(spec), tmp_path, extra_data=(x, y), extra_fraction=0.5, progress=False, log=lambda *_: None)
     assert (tmp_path / "classifier.keras").is_file() and "val/synthetic_char_acc" in metrics
 
 
 def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
-    import simcaptcha.selftrain as selftrain
+    import simcaptcha.pipeline as pipeline
 
     # Tiny models rarely agree on two characters of a captcha; keep every captcha so the rounds train.
-    agree = selftrain.agreeing_pseudo_labels
-    monkeypatch.setattr(selftrain, "agreeing_pseudo_labels", lambda *a, **k: agree(*a, **{**k, "min_chars": 0}))
+    agree = pipeline.agreeing_pseudo_labels
+    monkeypatch.setattr(pipeline, "agreeing_pseudo_labels", lambda *a, **k: agree(*a, **{**k, "min_chars": 0}))
     held_out = challenge_dir.parent / "held"
     held_out.mkdir()
     (challenge_dir / "challenge-1").rename(held_out / "challenge-1")
@@ -101,8 +118,8 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     (out / "report.json").write_text(json.dumps(report))
     result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--real-fraction", "0.75", "--resume"])
     assert result.exit_code == 0, result.output
-    assert "classifier_refined: done before, kept" in result.output
-    assert "self-train round 1: done before, kept" in result.output
+    assert "train (refined): done before, kept" in result.output
+    assert "self-train 1: done before, kept" in result.output
     resumed = json.loads((out / "report.json").read_text())
     assert len(resumed["rounds"]) == 3
     assert json.loads((out / "pipeline.json").read_text())["selftrain_fraction"] == 0.75
@@ -117,7 +134,7 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     # resuming a finished run trains nothing, so it renders no synthetic pool either
     result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--real-fraction", "0.75", "--resume"])
     assert result.exit_code == 0, result.output
-    assert "the synthetic pool is not rendered" in result.output
+    assert "synth: done before, kept" in result.output and "synth pool" not in result.output
     assert json.loads((out / "report.json").read_text())["stage_seconds"]["synth"] == resumed["stage_seconds"]["synth"]
 
     # resumed with another --width, the next views are fresh classifiers of that width, not fine-tuned
@@ -129,3 +146,62 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
         assert model.get_layer("conv_0").get_config()["filters"] == 12, view
         assert json.loads((out / view / "config.json").read_text())["steps"] == 3
     assert json.loads((out / "report.json").read_text())["final"]["averaged_views"] is True
+
+
+def write_captcha_folder(folder, spec, n, seed):
+    """n captchas of `spec` drawn over random stripes, as a user's folder: PNGs named after their texts."""
+    from PIL import Image
+
+    from simcaptcha.synth import SynthConfig, Synthesizer
+
+    folder.mkdir(parents=True)
+    images, texts = Synthesizer(spec, config=SynthConfig(rotation=15.0)).render_batch(n, seed)
+    for k, (image, text) in enumerate(zip(images, texts)):
+        Image.fromarray(image).save(folder / f"{text}_{k}.png")
+
+
+@pytest.mark.parametrize("size,length,alphabet,head", [
+    ((160, 60), "5", "a-z0-9", "slots"),  # fixed length: the slot head by default
+    ((128, 48), "4-6", "a-z", "ctc"),  # a length range: the CTC head
+])
+def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length, alphabet, head):
+    from simcaptcha.runs import model_spec
+    from simcaptcha.spec import CaptchaSpec
+
+    spec = CaptchaSpec.from_flags(size[1], size[0], length, alphabet)
+    real, held = tmp_path / "real", tmp_path / "held"
+    write_captcha_folder(real, spec, 24, seed=1)
+    write_captcha_folder(held, spec, 8, seed=2)
+    out = tmp_path / "out"
+    args = ["pipeline", str(real), "-o", str(out), "--length", length, "--alphabet", alphabet, "--no-mask",
+            "--eval-real", str(held), "--eval-labels", str(held),  # labels from the file names
+            "--refiner-steps", "2", "--classifier-steps", "3", "--raw-view-steps", "2", "--selftrain-steps", "2",
+            "--synthetic-pool", "64", "--width", "0.25", "--rounds", "1", "--threshold", "0", "--min-pseudo-labels", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"reading {spec.describe()}" in result.output
+    assert CaptchaSpec.load(out) == spec and model_spec(out / "model" / "classifier.keras") == spec
+    assert json.loads((out / "classifier_refined" / "config.json").read_text())["head"] == head
+    assert (out / "synth.json").is_file() and (out / "refiner" / "synth.json").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["spec"] == spec.to_dict() and 0 <= report["final"]["val/real_captcha_acc"] <= 1
+    # solve reads the model's spec back: no flags
+    solved = tmp_path / "s.json"
+    result = CliRunner().invoke(app, ["solve", str(held), "-o", str(solved), "--model", str(out / "model")])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(solved.read_text())["solutions"]
+    assert len(answers) == 8 and all(set(a["solution"]) <= set(spec.alphabet) for a in answers)
+    result = CliRunner().invoke(app, ["evaluate", str(solved), "--labels", str(held)])
+    assert result.exit_code == 0 and "captcha accuracy" in result.output
+
+
+def test_pipeline_refuses_mixed_sizes_naming_each(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (100, 50)).save(folder / "a.png")
+    Image.new("RGB", (160, 60)).save(folder / "b.png")
+    result = CliRunner().invoke(app, ["pipeline", str(folder), "-o", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "100x50" in result.output and "160x60" in result.output and "a.png" in result.output and "--resize" in result.output

@@ -140,45 +140,48 @@ def test_refine_train_errors(tmp_path, challenge_dir):
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(bad / "a.png")
+    Image.new("RGB", (100, 50)).save(bad / "b.png")
     r = CliRunner().invoke(app, ["refine-train", "--real", str(bad), "-o", str(tmp_path / "o")])
-    assert r.exit_code != 0 and "64x64" in r.output and "Traceback" not in r.output
+    assert r.exit_code != 0 and "64x64" in r.output and "100x50" in r.output and "Traceback" not in r.output
+    (bad / "b.png").unlink()  # one captcha: too few to estimate a background from
+    r = CliRunner().invoke(app, ["refine-train", "--real", str(bad), "-o", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "at least 3 captchas" in r.output and "Traceback" not in r.output
 
 
-def test_refined_pool_holds_its_refiners_output_and_serves_only_that_refiner(tmp_path, background):
+def test_refined_pool_holds_its_refiners_output_and_needs_a_refiner(tmp_path, spec, background):
     from simcaptcha.classifier import ClassifierConfig, train_classifier
-    from simcaptcha.refiner import refine_images
-    from simcaptcha.synth import SynthConfig, render_pool
+    from simcaptcha.refiner import refine_images, refine_pool
+    from simcaptcha.synth import Synthesizer, render_pool
 
-    refiner_path, other_path = tmp_path / "refiner.keras", tmp_path / "other.keras"
     refiner = build_refiner(TINY)
-    refiner.save(refiner_path)
-    build_refiner(TINY).save(other_path)
-    pool = render_pool(background, SynthConfig(), 6, seed=1, workers=1)
-    refined = pool.refined(str(refiner_path), batch_size=4)  # two batches, the last one short
-    assert refined.refined_by == str(refiner_path) and pool.refined_by is None
+    synth = Synthesizer(spec, background)
+    pool = render_pool(synth, 6, seed=1, workers=1)
+    refined = refine_pool(pool, refiner, "refiner.keras", batch_size=4)  # two batches, the last one short
+    assert refined.refined_by == "refiner.keras" and pool.refined_by is None
     assert np.allclose(refined.x, refine_images(refiner, pool.x), atol=1e-5)
     assert not np.allclose(refined.x, pool.x) and np.array_equal(refined.labels, pool.labels)
-    cfg = ClassifierConfig(steps=2, batch_size=4, eval_every=2, val_size=4, refiner=str(other_path))
+    cfg = ClassifierConfig(steps=2, batch_size=4, eval_every=2, val_size=4)
     with pytest.raises(ValueError, match="refined by"):
-        train_classifier(cfg, tmp_path / "run", pool=refined, progress=False, log=lambda *_: None)
+        train_classifier(cfg, synth, tmp_path / "run", pool=refined, progress=False, log=lambda *_: None)
 
 
-def test_a_run_that_renders_its_own_pool_refines_it_once(tmp_path, monkeypatch):
+def test_a_run_that_renders_its_own_pool_refines_it_once(tmp_path, spec, monkeypatch):
     import keras
 
+    import simcaptcha.classifier as classifier
     from simcaptcha.classifier import ClassifierConfig, train_classifier
-    from simcaptcha.synth import SynthConfig, SyntheticPool, render_pool
+    from simcaptcha.refiner import refine_pool
+    from simcaptcha.synth import Synthesizer, render_pool
 
-    refiner_path = tmp_path / "refiner.keras"
-    build_refiner(TINY).save(refiner_path)
-    cfg = ClassifierConfig(steps=2, batch_size=4, eval_every=2, val_size=4, width=0.25, refiner=str(refiner_path), synthetic_pool=8, seed=3)
-    given = render_pool(None, SynthConfig(), 8, seed=cfg.seed, workers=1).refined(str(refiner_path))
-    train_classifier(cfg, tmp_path / "given", pool=given, progress=False, log=lambda *_: None)
+    refiner = build_refiner(TINY)
+    synth = Synthesizer(spec)
+    cfg = ClassifierConfig(steps=2, batch_size=4, eval_every=2, val_size=4, width=0.25, synthetic_pool=8, seed=3)
+    given = refine_pool(render_pool(synth, 8, seed=cfg.seed, workers=1), refiner, "r")
+    train_classifier(cfg, synth, tmp_path / "given", refiner=refiner, pool=given, progress=False, log=lambda *_: None)
 
     calls = []
-    original = SyntheticPool.refined
-    monkeypatch.setattr(SyntheticPool, "refined", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
-    train_classifier(cfg, tmp_path / "own", progress=False, log=lambda *_: None)
+    monkeypatch.setattr(classifier, "refine_pool", lambda *a, **k: calls.append(a) or refine_pool(*a, **k))
+    train_classifier(cfg, synth, tmp_path / "own", refiner=refiner, progress=False, log=lambda *_: None)
     assert len(calls) == 1
     weights = [keras.models.load_model(tmp_path / d / "classifier.keras", compile=False).get_weights() for d in ("given", "own")]
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(*weights))

@@ -67,7 +67,8 @@ def test_health(server):
     r = requests.get(f"{server.url}/health", timeout=10)
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ok" and body["spec"] == {"height": 50, "width": 100, "length": 4, "alphabet": "0123456789abcdefghijklmnopqrstuvwxyz"}
+    assert body["status"] == "ok" and body["spec"] == {"height": 50, "width": 100, "length": "4", "min_length": 4, "max_length": 4,
+                                                  "alphabet": "0123456789abcdefghijklmnopqrstuvwxyz"}
 
 
 def test_solve_raw_bytes_base64_and_batch_agree_with_the_api(server, solver):
