@@ -265,7 +265,7 @@ class RealEval:
     names: list[str] = field(default_factory=list)
 
 
-def load_real_eval(paths, labels_path, resize: tuple[int, int] | None = None) -> RealEval:
+def load_real_eval(paths, labels_path, resize: tuple[int, int] | None = None, ink: str = "light") -> RealEval:
     """Labelled real captchas: labels_path is a JSON name -> text map, or a folder of images named after their texts."""
     labels, _ = read_labels(Path(labels_path))
     loaded = load_captchas(paths)
@@ -274,7 +274,7 @@ def load_real_eval(paths, labels_path, resize: tuple[int, int] | None = None) ->
     loaded.captchas = [c for c in loaded.captchas if c.name in labels]
     if not loaded.captchas:
         raise InputError(f"{labels_path}: no label matches a captcha in {', '.join(map(str, paths))}")
-    x = preprocess(loaded.images())
+    x = preprocess(loaded.images(), ink)
     return RealEval(x, [labels[c.name] for c in loaded.captchas], loaded.names())
 
 
@@ -406,7 +406,7 @@ def train_classifier(
     rng = np.random.default_rng((cfg.seed, start, 7))
 
     val_images, val_texts = synth.render_batch(cfg.val_size, (cfg.seed, 999_999_999))
-    val_x = preprocess(val_images)
+    val_x = preprocess(val_images, spec.ink)
     if refiner is not None:
         val_x = refine_images(refiner, val_x)
 

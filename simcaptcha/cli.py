@@ -253,12 +253,14 @@ def preview(
 
     refuse_overwriting_inputs([out], paths)
     real = load_or_fail(paths, resize).images()[:count]
-    synthetic, _ = make_synthesizer(mask_png, font, spec_for(real, length, alphabet)).render_batch(count, seed)
-    rows = [("real", real), ("synthetic", synthetic), ("real, input", preprocess(real)), ("synth, input", preprocess(synthetic))]
+    synthesizer = make_synthesizer(mask_png, font, spec_for(real, length, alphabet))
+    synthetic, _ = synthesizer.render_batch(count, seed)
+    ink = synthesizer.spec.ink
+    rows = [("real", real), ("synthetic", synthetic), ("real, input", preprocess(real, ink)), ("synth, input", preprocess(synthetic, ink))]
     if refiner:
         from .refiner import load_refiner, refine_images
 
-        rows.append(("refined", refine_images(load_refiner(refiner), preprocess(synthetic))))
+        rows.append(("refined", refine_images(load_refiner(refiner), preprocess(synthetic, ink))))
     save_png(contact_sheet(rows), out)
     typer.echo(f"wrote {out}")
 
@@ -301,7 +303,7 @@ def refine_train(
     refuse_overwriting_inputs([out], real)
     real_images = load_or_fail(real, resize).images()
     spec = spec_for(real_images, length, alphabet)
-    real_x = preprocess(real_images)
+    real_x = preprocess(real_images, spec.ink)
     if mask_png is None and resume and (out / "mask.png").is_file():
         mask_png = out / "mask.png"
     elif mask_png is None:
@@ -370,7 +372,7 @@ def load_eval_set(eval_real: Optional[List[Path]], eval_labels: Optional[Path], 
         return None
     if not (eval_real and eval_labels):
         fail("--eval-real and --eval-labels go together")
-    real_eval = load_real_eval(eval_real, eval_labels, parse_size(resize))
+    real_eval = load_real_eval(eval_real, eval_labels, parse_size(resize), spec.ink if spec else "light")
     if spec is not None and real_eval.x.shape[1:3] != (spec.height, spec.width):
         fail(f"--eval-real captchas are {real_eval.x.shape[2]}x{real_eval.x.shape[1]}, the model reads {spec.width}x{spec.height}")
     return real_eval
@@ -631,7 +633,7 @@ def distill(
         pool = render_pool_with_bar(synthesizer, synthetic, seed=seed)
         pool = (pool.x, pool.labels)
     cfg = DistillConfig(steps=steps, width=width, conv1_stride=conv1_stride, filters=channels, synthetic_fraction=synthetic_fraction if synthetic else 0.0, shift=shift, seed=seed)
-    metrics = distill_classifier(cfg, teacher_model, spec, preprocess(images), out, synthetic=pool,
+    metrics = distill_classifier(cfg, teacher_model, spec, preprocess(images, spec.ink), out, synthetic=pool,
                                  centers=synthesizer.mean_centers(spec.max_length), real_eval=real_eval, resume=resume, log=typer.echo)
     typer.echo(f"wrote {out / 'classifier.keras'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
@@ -712,7 +714,10 @@ def pipeline(
     alphabet: str = typer.Option(DEFAULT_ALPHABET, "--alphabet", help=ALPHABET_HELP),
     head: str = typer.Option(PIPELINE_DEFAULTS.head, "--head", help=HEAD_HELP),
     resize: Optional[str] = typer.Option(None, "--resize", help=RESIZE_HELP),
-    mask: bool = typer.Option(PIPELINE_DEFAULTS.mask, "--mask/--no-mask", help="Draw synthetic captchas over the background the real ones share (estimated from them), or over random stripes (for captchas without a fixed background)."),
+    background: str = typer.Option(PIPELINE_DEFAULTS.background, "--background", help="What synthetic captchas are drawn over, and how: mask (the background the real captchas share, HackMIT's hand-fitted look), fitted (grounds, inks, sizes and places measured on the real captchas), stripes (random stripes), auto (mask where the real captchas share a fixed background, else fitted)."),
+    ink: str = typer.Option("auto", "--ink", help="Whether the text is lighter (light) or darker (dark) than its background; auto: measured on the captchas."),
+    font_dir: Optional[Path] = typer.Option(None, "--font-dir", help="A folder of your own fonts (.ttf, .otf) for the fitted synthesizer to choose from, beside the shipped catalog."),
+    choose_fonts: bool = typer.Option(PIPELINE_DEFAULTS.choose_fonts, "--choose-fonts/--all-fonts", help="Fitted synthesizer: draw with the fonts a fresh critic finds closest to the real captchas (printed), or with every font."),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
     """Everything from raw challenge files to solutions.json: mask, synth, refine-train, train, self-train, solve.
@@ -726,8 +731,14 @@ def pipeline(
     from .pipeline import run_pipeline
 
     refuse_overwriting_inputs([out], [*paths, *(eval_real or [])])
+    from .look import estimate_look
+
     loaded = load_or_fail(paths, resize)
-    spec = spec_for(loaded.images(), length, alphabet)
+    images = loaded.images()
+    look = estimate_look(images, jpeg=np.mean([c.jpeg is not None for c in loaded.captchas]) >= 0.5, seed=seed)
+    if ink not in ("auto", "light", "dark"):
+        fail(f"--ink {ink!r}: expected auto, light or dark")
+    spec = CaptchaSpec.for_images(images, length, alphabet, look.ink if ink == "auto" else ink)
     resolve_head(head, spec)  # fail before any work on a head the spec cannot have
     typer.echo(f"reading {spec.describe()}")
     real_eval = load_eval_set(eval_real, eval_labels, spec, resize)
@@ -735,8 +746,9 @@ def pipeline(
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
-                         classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, mask=mask)
-    report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume)
+                         classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, background=background,
+                         choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None)
+    report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume, look=look)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 
 

@@ -32,7 +32,7 @@ def exported_spec(spec: CaptchaSpec) -> dict:
     return {**spec.to_dict(), "input": "rgb", "format": 1}
 
 
-def _preprocess(g: _Graph, rgb: str) -> str:
+def _preprocess(g: _Graph, rgb: str, ink: str = "light") -> str:
     """preprocess() in ONNX: (luma + min(R, G, B)) / 255 - 1, uint8 (N, H, W, 3) in, float (N, 1, H, W) out.
 
     The bytes are turned to NCHW first; luma is then a 1x1 convolution and whiteness a minimum over
@@ -46,6 +46,8 @@ def _preprocess(g: _Graph, rgb: str) -> str:
     white = g.op("ReduceMin", [x], "whiteness", axes=[1], keepdims=1)
     white = g.op("Mul", [white, g.const("inv255", np.array(1 / 255.0, np.float32))], "whiteness")
     mean = g.op("Add", [luma, white], "input")
+    if ink == "dark":  # turned over, as preprocess() does for dark ink: 1 - mean
+        return g.op("Sub", [g.const("one", np.array(1.0, np.float32)), mean], "input")
     return g.op("Sub", [mean, g.const("one", np.array(1.0, np.float32))], "input")
 
 
@@ -203,7 +205,7 @@ def to_onnx(model, spec: CaptchaSpec):
     from onnx import TensorProto, helper
 
     g = _Graph()
-    nchw = _preprocess(g, "image")
+    nchw = _preprocess(g, "image", spec.ink)
     heads = _walk(g, model, [(nchw, "nchw")])
     if len(model.outputs) == 1 and len(model.outputs[0].shape) == 3:  # ctc: (N, T, classes + 1) already
         g.nodes.append(helper.make_node("Identity", [heads[0][0]], ["probs"], name="probs"))

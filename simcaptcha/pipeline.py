@@ -1,5 +1,5 @@
 """The whole job as a list of named stages run by one resumable runner:
-mask -> synth -> refine-train -> train (refined) -> train (raw view) -> self-train rounds -> model -> solve."""
+look (and mask) -> synth -> refine-train -> train (refined) -> train (raw view) -> self-train rounds -> model -> solve."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from .classifier import (ClassifierConfig, RealEval, average_classifiers, decode
                          score, train_classifier)
 from .domaingap import GapReport, health_alarms, label_preservation
 from .files import InputError, copy_atomic, read_json, write_json_atomic
-from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess, save_background
+from .look import Look, catalog_fonts, choose_fonts, estimate_look, fit_synth_config
+from .preprocess import BACKGROUND_SAMPLE, estimate_background, preprocess
 from .refiner import load_refiner, refine_images, refine_pool
 from .runs import RunDir, save_model_atomic
 from .selftrain import agreeing_pseudo_labels, agreeing_texts, class_balance_weights, pseudo_label_accuracy, reweight
@@ -47,7 +48,13 @@ class PipelineConfig:
     balance_classes: bool = True  # slots: correct each view's class prior on the real captchas before pseudo-labelling
     average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
     synthetic_pool: int = 64_000  # synthetic captchas rendered once up front and shared by all stages (0: render every batch)
-    mask: bool = True  # draw synthetic captchas over the background shared by the real ones (False: random stripes)
+    # What synthetic captchas are drawn over, and how: "mask" the background the real captchas share, with
+    # the hand-fitted HackMIT look; "fitted" grounds, inks, sizes and places measured on the real captchas
+    # (simcaptcha.look); "stripes" random stripes; "auto" mask where the real captchas share a fixed
+    # background, else fitted.
+    background: str = "auto"
+    choose_fonts: bool = True  # fitted: draw with the fonts of the catalog (and --font-dir) a critic finds closest to the real ones
+    font_dir: str | None = None  # more fonts to choose from (.ttf, .otf)
 
 
 @dataclass
@@ -88,6 +95,7 @@ class Pipeline:
     names: list[str]
     real_eval: RealEval | None = None
     eval_labels: dict | None = None
+    look: Look | None = None
     log: Callable = print
     progress: bool = True
     resume: bool = False
@@ -97,6 +105,7 @@ class Pipeline:
     _refined_pools: dict = field(default_factory=dict)
     _real_x: np.ndarray | None = None
     _model: object = None  # the final model, made by the "model" stage
+    jpeg_share: float = 1.0  # share of the real captchas that were JPEG files
 
     # -- shared pieces -----------------------------------------------------------------------------
     @property
@@ -110,12 +119,12 @@ class Pipeline:
     @property
     def real_x(self) -> np.ndarray:
         if self._real_x is None:
-            self._real_x = preprocess(self.images)
+            self._real_x = preprocess(self.images, self.spec.ink)
         return self._real_x
 
     def synthesizer(self) -> Synthesizer:
-        background = load_background(self.mask_path, self.spec.size) if self.cfg.mask else None
-        return Synthesizer(self.spec, background, SynthConfig())
+        """The synthesizer the look stage fitted and saved (synth.json, mask.png)."""
+        return Synthesizer.load(self.out)
 
     def pool(self):
         """The synthetic pool every stage draws from, rendered on first use (again on --resume: the seed fixes it)."""
@@ -163,7 +172,7 @@ class Pipeline:
         training_dirs += [d for r in range(cfg.selftrain_rounds) for d in round_run_dirs(out, r, cfg).values()]
         all_trained = lambda: self.refiner_path.is_file() and all(is_trained(d) for d in training_dirs)  # noqa: E731
         stages = [
-            Stage("mask", self.make_mask, None),
+            Stage("look", self.fit_look, None),
             Stage("synth", lambda: self.pool(), lambda: not cfg.synthetic_pool or all_trained()),
             Stage("refine-train", self.refine_train, lambda: self.refiner_path.is_file()),
             Stage("train (refined)", lambda: self.train_view("a"), lambda: is_trained(out / "classifier_refined"), ("refined",)),
@@ -177,11 +186,45 @@ class Pipeline:
         stages.append(Stage("solve", self.solve, None, ("solve",)))
         return stages
 
-    def make_mask(self) -> None:
-        if self.cfg.mask:
-            save_background(estimate_background(self.images[:BACKGROUND_SAMPLE]), self.mask_path)
-        synth = self.synthesizer()
-        synth.save(self.out)
+    def fit_look(self) -> None:
+        """Measure the real captchas' look and write the synthesizer every later stage draws with."""
+        if self.resume and (self.out / "synth.json").is_file():
+            self.log("look: the synthesizer of the earlier run is kept (synth.json)")
+            return
+        if self.look is None:
+            self.look = estimate_look(self.images, jpeg=self.jpeg_share >= 0.5, seed=self.cfg.seed)
+        write_json_atomic(self.out / "look.json", self.look.to_dict())
+        self.log(f"look: {self.look.summary()}")
+        mode = self.cfg.background
+        if mode == "auto":
+            mode = "mask" if self.look.fixed_background else "fitted"
+        background = None
+        if mode == "mask":
+            background = estimate_background(self.images[:BACKGROUND_SAMPLE])
+            config = SynthConfig()
+        elif mode == "fitted":
+            config = self.fitted_config()
+        elif mode == "stripes":
+            config = SynthConfig()
+        else:
+            raise InputError(f"background {mode!r}: expected auto, mask, fitted or stripes")
+        self.report["synthesizer"] = mode
+        Synthesizer(self.spec, background, config).save(self.out)
+
+    def fitted_config(self) -> SynthConfig:
+        """The look's synthesizer settings, drawn with the fonts that fit the real captchas best."""
+        fonts = catalog_fonts()
+        if self.cfg.font_dir:
+            extra = sorted(str(p) for p in Path(self.cfg.font_dir).iterdir() if p.suffix.lower() in (".ttf", ".otf"))
+            if not extra:
+                raise InputError(f"{self.cfg.font_dir}: no .ttf or .otf font")
+            fonts += extra
+        config = fit_synth_config(self.look, self.spec, SynthConfig(fonts=tuple(fonts)), log=self.log)
+        if not self.cfg.choose_fonts:
+            return config
+        chosen, scores = choose_fonts(self.real_x, self.spec, config, fonts, seed=self.cfg.seed, log=self.log)
+        self.report["fonts"] = {"chosen": [Path(f).name for f in chosen], "critic_auc": scores}
+        return fit_synth_config(self.look, self.spec, SynthConfig(fonts=chosen), log=self.log)  # sizes again, for these fonts
 
     def refine_train(self) -> None:
         train_refiner(self.simgan_config(), self.real_x, self.synthesizer(), self.out / "refiner", resume=self.resume,
@@ -337,8 +380,10 @@ def run_stages(stages: list[Stage], report: dict, previous: dict, resume: bool, 
 
 def run_pipeline(loaded: LoadResult, out_dir, spec: CaptchaSpec, cfg: PipelineConfig = PipelineConfig(),
                  real_eval: RealEval | None = None, eval_labels: dict | None = None, log=print, progress: bool = True,
-                 resume: bool = False) -> dict:
+                 resume: bool = False, look: Look | None = None) -> dict:
     """Train everything from unlabelled captchas of `spec` and solve them. `real_eval` captchas are held out of all training.
+
+    look: the real captchas' look (simcaptcha.look.estimate_look), when the caller has measured it already.
 
     resume: stages whose outputs are already in `out_dir` are skipped, and a stage that was
     killed continues from its checkpoint; more self-training rounds can be added this way.
@@ -361,7 +406,8 @@ def run_pipeline(loaded: LoadResult, out_dir, spec: CaptchaSpec, cfg: PipelineCo
     if resume and previous.get("rounds"):
         report["rounds"] = list(previous["rounds"])
     run = Pipeline(out, cfg, spec, loaded, images, [loaded.captchas[i].name for i in train_idx], real_eval, eval_labels,
-                   log, progress, resume, report, previous)
+                   look, log, progress, resume, report, previous)
+    run.jpeg_share = float(np.mean([loaded.captchas[i].jpeg is not None for i in train_idx]))
     started = time.time()
     run_stages(run.stages(), report, previous, resume, log, progress)
     report["rounds"] = report.get("rounds", [])[: cfg.selftrain_rounds]

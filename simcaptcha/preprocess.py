@@ -34,10 +34,12 @@ def whiteness(rgb: np.ndarray) -> np.ndarray:
 _LUMA_OVER_255 = np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
-def preprocess(rgb: np.ndarray) -> np.ndarray:
+def preprocess(rgb: np.ndarray, ink: str = "light") -> np.ndarray:
     """(N, H, W, 3) or (H, W, 3) uint8 RGB -> float32 (..., H, W, 1) in [-1, 1].
 
-    The mean of whiteness and luma: white 1, black -1 (see the module docstring).
+    The mean of whiteness and luma: white 1, black -1 (see the module docstring). For captchas of
+    dark ink on a light background (the spec's ink "dark") the scale is turned over, so that the
+    network always sees bright text on a darker ground, whatever the site's colours.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim < 3 or rgb.shape[-1] != 3:
@@ -45,6 +47,10 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     x = rgb @ _LUMA_OVER_255  # luma / 255, float32
     x += whiteness(rgb) * np.float32(1 / 255.0)  # in place: no more full-size copies than needed
     x -= 1.0
+    if ink == "dark":
+        np.negative(x, out=x)
+    elif ink != "light":
+        raise ValueError(f"ink {ink!r}: expected light or dark")
     return x[..., None]
 
 

@@ -61,7 +61,7 @@ def gap_synthetic(synth, cfg: SimGANConfig) -> tuple[np.ndarray, list[str]]:
     """The synthetic captchas (preprocessed) and texts a run's domain gap is scored on: cfg.gap_size of
     their own seed, so refine-train and the pipeline's label check read the same ones."""
     images, texts = synth.render_batch(cfg.gap_size, (cfg.seed, 777_777_777))
-    return preprocess(images), texts
+    return preprocess(images, synth.spec.ink), texts
 
 
 def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out_dir, resume: bool = False,

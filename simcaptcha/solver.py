@@ -201,7 +201,8 @@ class Solver:
         Preprocessed and read `chunk` captchas at a time: the float copies of 15,000 captchas
         take about 1 GB, and making them all at once ran 3x slower than in chunks.
         """
-        prepare = (lambda part: part) if getattr(self._predict, "takes_rgb", False) else preprocess
+        ink = self.spec.ink
+        prepare = (lambda part: part) if getattr(self._predict, "takes_rgb", False) else (lambda part: preprocess(part, ink))
         parts = [self._predict(prepare(rgb[i : i + chunk])) for i in range(0, max(len(rgb), 1), chunk)]
         return np.concatenate(parts)
 

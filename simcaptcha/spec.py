@@ -22,6 +22,7 @@ MODEL_SPEC_ENTRY = "simcaptcha_spec.json"  # inside a .keras file (a zip archive
 MAX_SIDE = 1024  # a captcha larger than this on either side is refused
 MAX_LENGTH = 32
 MAX_CLASSES = 512
+INKS = ("light", "dark")
 PAD = -1  # label value after the end of a shorter text (and for an unknown character in pseudo-labels)
 
 _RANGES = {"a-z": string.ascii_lowercase, "A-Z": string.ascii_uppercase, "0-9": string.digits}
@@ -71,13 +72,16 @@ def parse_length(text: str | int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class CaptchaSpec:
-    """What a model reads: images of height x width, texts of min_length..max_length characters of `alphabet`."""
+    """What a model reads: images of height x width, texts of min_length..max_length characters of `alphabet`,
+    drawn in `ink` lighter ("light") or darker ("dark") than their background: the network always sees the
+    text bright (preprocess turns dark ink over)."""
 
     height: int
     width: int
     min_length: int
     max_length: int
     alphabet: str
+    ink: str = "light"
 
     def __post_init__(self):
         if not (8 <= self.height <= MAX_SIDE and 8 <= self.width <= MAX_SIDE):
@@ -86,16 +90,20 @@ class CaptchaSpec:
             raise InputError(f"text length {self.min_length}-{self.max_length}: must be within 1-{MAX_LENGTH}")
         if len(set(self.alphabet)) != len(self.alphabet) or not 2 <= len(self.alphabet) <= MAX_CLASSES:
             raise InputError("alphabet: 2 or more distinct characters")
+        if self.ink not in INKS:
+            raise InputError(f"ink {self.ink!r}: expected one of {', '.join(INKS)}")
 
     @classmethod
-    def from_flags(cls, height: int, width: int, length: str | int = DEFAULT_LENGTH, alphabet: str = DEFAULT_ALPHABET) -> CaptchaSpec:
+    def from_flags(cls, height: int, width: int, length: str | int = DEFAULT_LENGTH, alphabet: str = DEFAULT_ALPHABET,
+                   ink: str = "light") -> CaptchaSpec:
         lo, hi = parse_length(length)
-        return cls(int(height), int(width), lo, hi, parse_alphabet(alphabet))
+        return cls(int(height), int(width), lo, hi, parse_alphabet(alphabet), ink)
 
     @classmethod
-    def for_images(cls, images: np.ndarray, length: str | int = DEFAULT_LENGTH, alphabet: str = DEFAULT_ALPHABET) -> CaptchaSpec:
-        """The spec of a stack of (N, height, width, 3) real captchas and the length and alphabet flags."""
-        return cls.from_flags(images.shape[1], images.shape[2], length, alphabet)
+    def for_images(cls, images: np.ndarray, length: str | int = DEFAULT_LENGTH, alphabet: str = DEFAULT_ALPHABET,
+                   ink: str = "light") -> CaptchaSpec:
+        """The spec of a stack of (N, height, width, 3) real captchas and the length, alphabet and ink flags."""
+        return cls.from_flags(images.shape[1], images.shape[2], length, alphabet, ink)
 
     # -- facts --------------------------------------------------------------
     @property
@@ -116,7 +124,7 @@ class CaptchaSpec:
         return str(self.min_length) if self.fixed_length else f"{self.min_length}-{self.max_length}"
 
     def describe(self) -> str:
-        return f"{self.width}x{self.height} captchas of {self.length_text} characters from {self.alphabet!r}"
+        return f"{self.width}x{self.height} captchas of {self.length_text} characters from {self.alphabet!r}, {self.ink} ink"
 
     # -- text <-> class indices ---------------------------------------------
     def is_valid(self, text: str) -> bool:
@@ -153,7 +161,7 @@ class CaptchaSpec:
             alphabet = d["alphabet"]
             if not isinstance(alphabet, str):
                 raise TypeError
-            return cls(int(d["height"]), int(d["width"]), lo, hi, alphabet)
+            return cls(int(d["height"]), int(d["width"]), lo, hi, alphabet, str(d.get("ink", "light")))
         except (KeyError, TypeError, ValueError):
             raise InputError(f"captcha spec: expected height, width, length and alphabet, got {sorted(d)}") from None
 

@@ -75,6 +75,16 @@ class SynthConfig:
     # stay white, where the tinted colour of the background would cut a dark seam.
     line_ink: int | None = 250
     open_four: float = 0.5  # share of 4s drawn with an open top (as the real font does) instead of from a font
+    # Colours, for captchas without a fixed background (simcaptcha.look fits them to a site's): each
+    # captcha's ground is one of ground_colours (else random stripes) and all its characters one of
+    # ink_colours (else the grey `ink` range).
+    ground_colours: tuple[tuple[int, int, int], ...] = ()
+    ink_colours: tuple[tuple[int, int, int], ...] = ()
+    lossless: bool = False  # keep the drawing as it is (a site serving PNG) instead of JPEG-compressing it
+    dots: float = 0.0  # mean number of noise dots per captcha, in the ink colour (Poisson), each dot_radius px
+    dot_radius: tuple[float, float] = (1.0, 1.5)  # reference pixels
+    arcs: float = 0.0  # mean number of thin wavy lines across the text per captcha, in the ink colour (Poisson)
+    arc_width: tuple[int, int] = (1, 3)  # their width, reference pixels
 
 
 @lru_cache(maxsize=None)
@@ -200,6 +210,30 @@ class Synthesizer:
         length = spec.min_length if spec.fixed_length else int(rng.integers(spec.min_length, spec.max_length + 1))
         return "".join(spec.alphabet[i] for i in rng.integers(0, spec.num_classes, length))
 
+    def _dots(self, canvas: Image.Image, rng: np.random.Generator, colour) -> None:
+        draw = ImageDraw.Draw(canvas)
+        w, h = canvas.size
+        for _ in range(int(rng.poisson(self.config.dots))):
+            x, y = rng.uniform(0, w), rng.uniform(0, h)
+            r = rng.uniform(*self.config.dot_radius) * self.sy
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(colour))
+
+    def _arcs(self, canvas: Image.Image, rng: np.random.Generator, colour) -> None:
+        """Thin wavy lines across the text band: a slow sine over a random share of the width."""
+        draw = ImageDraw.Draw(canvas)
+        w, h = canvas.size
+        cfg = self.config
+        for _ in range(int(rng.poisson(cfg.arcs))):
+            x0 = rng.uniform(0, 0.3 * w)
+            x1 = rng.uniform(0.6 * w, w)
+            centre = rng.uniform(*cfg.y_range) * self.sy if not cfg.anchored else rng.uniform(0.3 * h, 0.7 * h)
+            amplitude, phase = rng.uniform(0.02, 0.15) * h, rng.uniform(0, 2 * np.pi)
+            period = rng.uniform(0.5, 1.5) * w
+            xs = np.linspace(x0, x1, 24)
+            ys = centre + amplitude * np.sin(2 * np.pi * xs / period + phase)
+            width = max(1, round(rng.integers(cfg.arc_width[0], cfg.arc_width[1] + 1) * self.sy))
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=tuple(colour), width=width, joint="curve")
+
     def mean_centers(self, length: int) -> np.ndarray:
         """Mean x centre (pixels of this spec) of each character of a `length`-character text."""
         centers = np.asarray(self.config.x_centers, float)
@@ -212,11 +246,32 @@ class Synthesizer:
         return centers * self.sx
 
     def render_jpeg(self, text: str, rng: np.random.Generator) -> bytes:
-        """Draw `text` and return the JPEG bytes, as the contest serves them."""
+        """Draw `text` and return the image file's bytes as the site serves them: JPEG, or PNG when lossless."""
+        canvas, quality = self.render_image(text, rng)
+        out = io.BytesIO()
+        if self.config.lossless:
+            canvas.save(out, "PNG", compress_level=1)
+        else:
+            canvas.save(out, "JPEG", quality=quality, subsampling=2)
+        return out.getvalue()
+
+    def _ground(self, rng: np.random.Generator) -> Image.Image:
+        spec, cfg = self.spec, self.config
+        if self.background is not None:
+            return self.background.copy()
+        if cfg.ground_colours:
+            colour = tuple(int(v) for v in cfg.ground_colours[rng.integers(len(cfg.ground_colours))])
+            return Image.new("RGB", (spec.width, spec.height), colour)
+        return Image.fromarray(striped_background(rng, spec.height, spec.width))
+
+    def render_image(self, text: str, rng: np.random.Generator) -> tuple[Image.Image, int]:
+        """Draw `text`: the RGB image before compression, and the JPEG quality drawn for it."""
         cfg = self.config
         sx, sy, box = self.sx, self.sy, self.box
-        spec = self.spec
-        canvas = (self.background or Image.fromarray(striped_background(rng, spec.height, spec.width))).copy()
+        canvas = self._ground(rng)
+        captcha_ink = None
+        if cfg.ink_colours:
+            captcha_ink = tuple(int(v) for v in cfg.ink_colours[rng.integers(len(cfg.ink_colours))])
         centers = self.mean_centers(len(text))
         for i, char in enumerate(text):
             fonts = self.char_fonts.get(char, self.fonts)
@@ -243,15 +298,20 @@ class Synthesizer:
             else:
                 x = centers[i] + x_shift - box / 2
                 y = rng.uniform(*cfg.y_range) * sy - box / 2
-            ink = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
-            canvas.paste((ink, ink, ink), (round(x), round(y)), glyph)
+            if captcha_ink is None:
+                grey = int(rng.integers(cfg.ink[0], cfg.ink[1] + 1))
+                canvas.paste((grey, grey, grey), (round(x), round(y)), glyph)
+            else:
+                canvas.paste(captcha_ink, (round(x), round(y)), glyph)
         if self.lines is not None:
             line_colour = self.background if cfg.line_ink is None else (cfg.line_ink,) * 3
             canvas.paste(line_colour, (0, 0), self.lines)
-        out = io.BytesIO()
+        if cfg.dots > 0:
+            self._dots(canvas, rng, captcha_ink or (cfg.ink[1],) * 3)
+        if cfg.arcs > 0:
+            self._arcs(canvas, rng, captcha_ink or (cfg.ink[1],) * 3)
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-        canvas.save(out, "JPEG", quality=quality, subsampling=2)
-        return out.getvalue()
+        return canvas, quality
 
     def render_batch(self, n: int, seed) -> tuple[np.ndarray, list[str]]:
         """n captchas as (n, height, width, 3) uint8 RGB and their texts; same seed, same batch."""
@@ -260,8 +320,11 @@ class Synthesizer:
         texts = []
         for k in range(n):
             text = self.random_text(rng)
-            with Image.open(io.BytesIO(self.render_jpeg(text, rng))) as im:
-                images[k] = np.asarray(im.convert("RGB"))
+            if self.config.lossless:  # no file format in between: the drawing is the captcha
+                images[k] = np.asarray(self.render_image(text, rng)[0])
+            else:
+                with Image.open(io.BytesIO(self.render_jpeg(text, rng))) as im:
+                    images[k] = np.asarray(im.convert("RGB"))
             texts.append(text)
         return images, texts
 
@@ -317,7 +380,7 @@ class SyntheticStream:
         step = self.start
         while True:
             images, texts = self.synthesizer.render_batch(self.batch_size, (self.seed, step))
-            yield preprocess(images), self.synthesizer.labels(texts)
+            yield preprocess(images, self.synthesizer.spec.ink), self.synthesizer.labels(texts)
             step += 1
 
     def dataset(self, prefetch: int = 4):
@@ -339,7 +402,7 @@ def _render_chunk(spec: CaptchaSpec, background: np.ndarray | None, config: Synt
     """One pool chunk, preprocessed: runs in a worker process (the glyph cache lives on between its chunks)."""
     synth = Synthesizer(spec, background, config)
     images, texts = synth.render_batch(n, seed)
-    return preprocess(images), synth.labels(texts)
+    return preprocess(images, spec.ink), synth.labels(texts)
 
 
 @dataclass
@@ -462,7 +525,7 @@ def write_dataset(synth: Synthesizer, n: int, out_dir: str | os.PathLike, seed: 
     width = max(6, len(str(n - 1)))
     for k in range(n):
         text = synth.random_text(rng)
-        name = f"{k:0{width}d}.jpg"
+        name = f"{k:0{width}d}.{'png' if synth.config.lossless else 'jpg'}"
         write_atomic(out / name, synth.render_jpeg(text, rng))
         labels[name] = text
         if progress:

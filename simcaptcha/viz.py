@@ -41,10 +41,10 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]], columns: int = 8, scale: i
     return sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST)
 
 
-def misread_sheet(misreads: list[tuple[str, str, np.ndarray]], scale: int = 3) -> Image.Image:
+def misread_sheet(misreads: list[tuple[str, str, np.ndarray]], scale: int = 3, ink: str = "light") -> Image.Image:
     """misreads: (true text, answer, uint8 RGB captcha). One row each: the captcha as served and as the network sees it."""
     served = np.stack([rgb for _, _, rgb in misreads])
-    seen = as_rgb(preprocess(served)[..., 0])
+    seen = as_rgb(preprocess(served, ink)[..., 0])
     rows = [(f"{truth} -> {answer}", np.stack([served[k], seen[k]])) for k, (truth, answer, _) in enumerate(misreads)]
     return contact_sheet(rows, columns=2, scale=scale)
 

@@ -138,3 +138,26 @@ def test_the_shipped_fast_model_reads_the_sample():
     answers = fast.solve_batch([c.image for c in sample.captchas])
     right = sum(a.text == labels[c.name] for c, a in zip(sample.captchas, answers))
     assert right >= 34, f"{right} of 40"  # 37 of them when it was shipped (95.0% of all of challenge-14)
+
+
+def test_a_ctc_model_exports_to_onnx_with_its_spec(tmp_path):
+    """A CTC recognizer of another spec: exported, read by ONNX Runtime with its spec, same probabilities as Keras."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from simcaptcha.classifier import ClassifierConfig, build_classifier, predict_probs
+    from simcaptcha.export import export_onnx
+    from simcaptcha.preprocess import preprocess
+    from simcaptcha.runs import save_model_atomic
+    from simcaptcha.spec import CaptchaSpec
+    from simcaptcha.synth import Synthesizer
+
+    spec = CaptchaSpec.from_flags(48, 128, "4-6", "a-z")
+    model = build_classifier(spec, ClassifierConfig(filters=(4, 8, 8), dense=8, bottleneck=4))
+    save_model_atomic(model, tmp_path / "m" / "classifier.keras", spec)
+    assert export_onnx(tmp_path / "m", tmp_path / "m.onnx")["length"] == "4-6"
+    solver = simcaptcha.load(tmp_path / "m.onnx")
+    assert solver.backend == "onnx" and solver.spec == spec
+    images, _ = Synthesizer(spec).render_batch(5, seed=3)
+    np.testing.assert_allclose(solver.probabilities(images), predict_probs(model, preprocess(images)), atol=1e-5)
+    keras_solver = simcaptcha.load(tmp_path / "m")
+    assert [a.text for a in solver.solve_batch(images)] == [a.text for a in keras_solver.solve_batch(images)]

@@ -104,7 +104,7 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     for f in ["selftrain_1_a/classifier.keras", "selftrain_1_b/classifier.keras", "selftrain_2_a/classifier.keras", "model/classifier.keras", "model/refiner.keras", "model/mask.png", "solutions.json", "refiner/samples/latest.png"]:
         assert (out / f).is_file(), f
     assert len(json.loads((out / "solutions.json").read_text())["solutions"]) == 40
-    assert set(report["stage_seconds"]) >= {"mask", "synth", "refine-train", "solve"}
+    assert set(report["stage_seconds"]) >= {"look", "synth", "refine-train", "solve"}
     assert json.loads((out / "pipeline.json").read_text())["synthetic_pool"] == 300
     for view in ["classifier_refined", "classifier_raw", "selftrain_2_a"]:  # --width reaches both views and their rounds
         model = keras.models.load_model(out / view / "classifier.keras", compile=False)
@@ -148,42 +148,50 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert json.loads((out / "report.json").read_text())["final"]["averaged_views"] is True
 
 
-def write_captcha_folder(folder, spec, n, seed):
-    """n captchas of `spec` drawn over random stripes, as a user's folder: PNGs named after their texts."""
+def write_captcha_folder(folder, spec, n, seed, dark=False):
+    """n captchas of `spec` as a user's folder: PNGs named after their texts; light text over random stripes,
+    or (dark) dark text over light grounds of their own."""
     from PIL import Image
 
     from simcaptcha.synth import SynthConfig, Synthesizer
 
     folder.mkdir(parents=True)
-    images, texts = Synthesizer(spec, config=SynthConfig(rotation=15.0)).render_batch(n, seed)
+    config = SynthConfig(rotation=15.0)
+    if dark:
+        config = SynthConfig(rotation=15.0, ground_colours=((230, 235, 245), (245, 240, 225)), ink_colours=((50, 80, 150), (140, 50, 70)))
+    images, texts = Synthesizer(spec, config=config).render_batch(n, seed)
     for k, (image, text) in enumerate(zip(images, texts)):
         Image.fromarray(image).save(folder / f"{text}_{k}.png")
 
 
-@pytest.mark.parametrize("size,length,alphabet,head", [
-    ((160, 60), "5", "a-z0-9", "slots"),  # fixed length: the slot head by default
-    ((128, 48), "4-6", "a-z", "ctc"),  # a length range: the CTC head
+@pytest.mark.parametrize("size,length,alphabet,head,background,ink", [
+    ((160, 60), "5", "a-z0-9", "slots", "fitted", "dark"),  # fixed length: the slot head; dark ink, found by itself
+    ((128, 48), "4-6", "a-z", "ctc", "stripes", "light"),  # a length range: the CTC head
 ])
-def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length, alphabet, head):
+def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length, alphabet, head, background, ink):
     from simcaptcha.runs import model_spec
     from simcaptcha.spec import CaptchaSpec
 
-    spec = CaptchaSpec.from_flags(size[1], size[0], length, alphabet)
+    spec = CaptchaSpec.from_flags(size[1], size[0], length, alphabet, ink)
     real, held = tmp_path / "real", tmp_path / "held"
-    write_captcha_folder(real, spec, 24, seed=1)
-    write_captcha_folder(held, spec, 8, seed=2)
+    write_captcha_folder(real, spec, 24, seed=1, dark=ink == "dark")
+    write_captcha_folder(held, spec, 8, seed=2, dark=ink == "dark")
     out = tmp_path / "out"
-    args = ["pipeline", str(real), "-o", str(out), "--length", length, "--alphabet", alphabet, "--no-mask",
+    args = ["pipeline", str(real), "-o", str(out), "--length", length, "--alphabet", alphabet, "--background", background,
             "--eval-real", str(held), "--eval-labels", str(held),  # labels from the file names
             "--refiner-steps", "2", "--classifier-steps", "3", "--raw-view-steps", "2", "--selftrain-steps", "2",
-            "--synthetic-pool", "64", "--width", "0.25", "--rounds", "1", "--threshold", "0", "--min-pseudo-labels", "1"]
+            "--synthetic-pool", "64", "--width", "0.25", "--rounds", "1", "--threshold", "0", "--min-pseudo-labels", "1",
+            "--all-fonts"]  # choosing fonts trains a critic per font: tests/test_look.py checks it on its own
+    if ink == "light":
+        args += ["--ink", "light"]  # light glyphs over multicoloured stripes: no one ground colour to measure ink against
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"reading {spec.describe()}" in result.output
     assert CaptchaSpec.load(out) == spec and model_spec(out / "model" / "classifier.keras") == spec
     assert json.loads((out / "classifier_refined" / "config.json").read_text())["head"] == head
-    assert (out / "synth.json").is_file() and (out / "refiner" / "synth.json").is_file()
+    assert (out / "synth.json").is_file() and (out / "refiner" / "synth.json").is_file() and (out / "look.json").is_file()
     report = json.loads((out / "report.json").read_text())
+    assert report["synthesizer"] == background
     assert report["spec"] == spec.to_dict() and 0 <= report["final"]["val/real_captcha_acc"] <= 1
     # solve reads the model's spec back: no flags
     solved = tmp_path / "s.json"

@@ -11,9 +11,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "simcaptcha"
 # refiner -> recognizer -> solver -> service/contest), wherever in the module the import stands.
 LAYERS = [
     "files", "quiet", "spec", "runs",
-    "challenges", "preprocess", "viz",
-    "synth",
-    "refiner", "domaingap", "simgan",
+    "challenges", "preprocess", "viz", "domaingap",
+    "synth", "look",
+    "refiner", "simgan",
     "classifier", "selftrain", "distill",
     "onnx_backend", "solver", "export",
     "raybatch", "service", "pipeline", "contest",

@@ -1,0 +1,252 @@
+"""The look of a site's captchas, estimated from its unlabelled images, and a synthesizer fitted to it.
+
+Nothing here knows any site. From real captchas alone it measures:
+
+- whether they share one fixed background (a site's mask, as HackMIT's) or each has its own;
+- which pixels are ink: those far from the background (the shared one, or each captcha's own
+  median colour); whether the ink is lighter or darker than the ground (the spec's `ink`);
+- the colours of grounds and of ink, one sample per captcha;
+- where the text sits: the band of rows and the span of columns the ink covers;
+- whether the images were JPEG-compressed.
+
+`fit_synth_config` turns that into a SynthConfig: font sizes are chosen by rendering probes
+and matching their ink band to the real one, the character centres spread over the real
+span, colours drawn from the real ones. Every estimate is saved (look.json) and printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .domaingap import gap_score
+from .preprocess import estimate_background, preprocess
+from .spec import CaptchaSpec
+from .synth import SynthConfig, Synthesizer, default_fonts
+
+INK_DISTANCE = 60  # a pixel this far (max over R, G, B) from its background is ink
+FIXED_MARGIN = 0.15  # a shared background explaining this much more of the pixels than each captcha's own colour is a fixed one
+BAND_ROW_SHARE = 0.06  # a row (column) is part of the text where at least this share of its pixels is ink: specks and thin lines are not
+LOOK_SAMPLE = 2000  # captchas the look is measured on: the statistics settle long before
+
+
+@dataclass(frozen=True)
+class Look:
+    ink: str  # "light" or "dark": ink lighter or darker than the ground
+    fixed_background: bool  # one background shared by every captcha (then drawn from a mask)
+    background_share: float  # share of pixels the shared background explains, mean over captchas
+    own_share: float  # share of pixels each captcha's own median colour explains
+    ink_share: float  # share of pixels that are ink
+    ground_colours: tuple[tuple[int, int, int], ...]  # one per measured captcha (its median colour)
+    ink_colours: tuple[tuple[int, int, int], ...]  # one per measured captcha (its ink's median colour)
+    band: tuple[float, float, float, float]  # ink band height, px: 10th, 50th, 90th percentile; and its mean centre row
+    span: tuple[float, float]  # mean first and last ink column
+    jpeg: bool  # the real captchas were JPEG files
+    specks: float  # ink pixels per captcha in specks: small blobs with no other ink near them (noise dots)
+    thin_runs: float  # vertical runs of ink at most 3 px high per captcha (thin lines across, and flat strokes)
+
+    def summary(self) -> str:
+        kind = "a fixed background (mask)" if self.fixed_background else "a background of its own per captcha"
+        return (f"{self.ink} ink over {kind} (it explains {self.background_share:.0%} of pixels, each captcha's own colour "
+                f"{self.own_share:.0%}); ink {self.ink_share:.1%} of pixels; "
+                f"text band {self.band[0]:.0f}-{self.band[2]:.0f} px high around row {self.band[3]:.0f}, "
+                f"columns {self.span[0]:.0f}-{self.span[1]:.0f}; {self.specks:.0f} speck pixels per captcha; "
+                f"{'JPEG' if self.jpeg else 'lossless'} images")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ink_masks(images: np.ndarray, grounds: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool: pixels at least INK_DISTANCE from their ground (N, H, W, 3) or (N, 1, 1, 3)."""
+    return np.abs(images.astype(np.int16) - grounds.astype(np.int16)).max(-1) >= INK_DISTANCE
+
+
+def speck_pixels(ink: np.ndarray, radius: int = 3, most: int = 9) -> np.ndarray:
+    """Per captcha: ink pixels with at most `most` ink pixels in the (2 radius + 1)^2 square around them (specks)."""
+    n, h, w = ink.shape
+    padded = np.pad(ink.astype(np.int32), ((0, 0), (radius + 1, radius), (radius + 1, radius)))
+    table = padded.cumsum(1).cumsum(2)  # summed-area table: any window's ink count in four lookups
+    k = 2 * radius + 1
+    counts = table[:, k:, k:] - table[:, :-k, k:] - table[:, k:, :-k] + table[:, :-k, :-k]
+    return (ink & (counts[:, :h, :w] <= most)).sum((1, 2))
+
+
+def thin_runs(ink: np.ndarray) -> np.ndarray:
+    """Per captcha: columns' runs of ink 1-3 px high (a thin line across the text makes one in every column it crosses)."""
+    p = np.pad(ink, ((0, 0), (1, 4), (0, 0)))
+    here = [p[:, 1 + k : p.shape[1] - 3 + k] for k in range(4)]  # ink at y, y+1, y+2, y+3
+    start = here[0] & ~p[:, :-4]
+    short = start & (~here[1] | (here[1] & ~here[2]) | (here[1] & here[2] & ~here[3]))
+    return short.sum((1, 2))
+
+
+def _band_and_span(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per captcha: first and last row and column that hold ink (rows/columns with at least 2% ink, to ignore specks)."""
+    rows, cols = ink.mean(2) >= BAND_ROW_SHARE, ink.mean(1) >= BAND_ROW_SHARE
+    n, h = rows.shape
+    w = cols.shape[1]
+    top = np.where(rows.any(1), rows.argmax(1), 0)
+    bottom = np.where(rows.any(1), h - 1 - rows[:, ::-1].argmax(1), h - 1)
+    left = np.where(cols.any(1), cols.argmax(1), 0)
+    right = np.where(cols.any(1), w - 1 - cols[:, ::-1].argmax(1), w - 1)
+    return top, bottom, left, right
+
+
+def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAMPLE, seed: int = 0) -> Look:
+    """Measure the look of (N, H, W, 3) uint8 real captchas (see the module docstring)."""
+    images = np.asarray(images)
+    if len(images) > sample:
+        images = images[np.random.default_rng(seed).choice(len(images), sample, replace=False)]
+    shared = estimate_background(images[: min(len(images), 3000)])
+    near_shared = np.abs(images.astype(np.int16) - shared.astype(np.int16)).max(-1) < INK_DISTANCE // 2
+    background_share = float(near_shared.mean())
+    own = np.median(images.reshape(len(images), -1, 3), axis=1).astype(np.uint8)  # each captcha's median colour
+    near_own = np.abs(images.astype(np.int16) - own[:, None, None, :].astype(np.int16)).max(-1) < INK_DISTANCE // 2
+    own_share = float(near_own.mean())
+    fixed = background_share >= own_share + FIXED_MARGIN
+    grounds = np.broadcast_to(shared, images.shape) if fixed else own[:, None, None, :]
+    ink = _ink_masks(images, grounds)
+    luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    ground_luma = np.broadcast_to(grounds, images.shape).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    darker = float(np.median((luma - ground_luma)[ink])) < 0 if ink.any() else False
+    ink_colours = []
+    for k in range(len(images)):
+        pixels = images[k][ink[k]]
+        ink_colours.append(tuple(int(v) for v in np.median(pixels, 0)) if len(pixels) else tuple(int(v) for v in own[k]))
+    top, bottom, left, right = _band_and_span(ink)
+    height = bottom - top + 1
+    return Look(
+        ink="dark" if darker else "light",
+        fixed_background=fixed,
+        background_share=round(background_share, 4),
+        own_share=round(own_share, 4),
+        ink_share=round(float(ink.mean()), 4),
+        ground_colours=tuple(tuple(int(v) for v in c) for c in own),
+        ink_colours=tuple(ink_colours),
+        band=(float(np.percentile(height, 10)), float(np.median(height)), float(np.percentile(height, 90)),
+              float(np.mean((top + bottom) / 2))),
+        span=(float(left.mean()), float(right.mean())),
+        jpeg=bool(jpeg),
+        specks=round(float(speck_pixels(ink).mean()), 2),
+        thin_runs=round(float(thin_runs(ink).mean()), 2),
+    )
+
+
+def synthetic_band(synth: Synthesizer, n: int = 24, seed: int = 0) -> tuple[float, float, float]:
+    """The ink band height (10th, 50th, 90th percentile, px) of `synth`'s captchas, measured as estimate_look does."""
+    images, _ = synth.render_batch(n, seed)
+    if synth.background is not None:
+        grounds = np.broadcast_to(np.asarray(synth.background), images.shape)
+    else:
+        grounds = np.median(images.reshape(n, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+    top, bottom, _, _ = _band_and_span(_ink_masks(images, grounds))
+    height = bottom - top + 1
+    return float(np.percentile(height, 10)), float(np.median(height)), float(np.percentile(height, 90))
+
+
+def fit_synth_config(look: Look, spec: CaptchaSpec, base: SynthConfig = SynthConfig(), log=print) -> SynthConfig:
+    """A SynthConfig for captchas of this look: sizes in the spec's own pixels, the text placed where the real
+    text is, font sizes chosen so the synthetic ink band matches the real one, the real grounds and inks."""
+    w, h = spec.width, spec.height
+    left, right = look.span
+    length = spec.max_length
+    pitch = max(1.0, (right - left) / length)  # columns per character
+    centers = tuple(float(left + pitch * (i + 0.5)) for i in range(length))
+    top_row = look.band[3] - look.band[1] / 2
+    cfg = replace(
+        base,
+        reference_size=(w, h),
+        glyph_box=int(2 * h),
+        x_centers=centers,
+        x_jitter=round(0.15 * pitch, 2),
+        mid_width=round(0.8 * pitch, 2),
+        anchored=False,  # centred on the band: the real text's baseline is not known
+        y_range=(float(max(0, look.band[3] - 0.1 * look.band[1])), float(min(h, look.band[3] + 0.1 * look.band[1]))),
+        ink_colours=look.ink_colours if not look.fixed_background else (),
+        ground_colours=look.ground_colours if not look.fixed_background else (),
+        jpeg_quality=base.jpeg_quality if look.jpeg else (100, 100),
+        lossless=not look.jpeg,
+        lines_on_top=look.fixed_background and base.lines_on_top,
+        char_fonts=(), char_scale=(), open_four=0.0,  # HackMIT's glyph fixes: not for other sites
+        width_scale=(0.85, 1.15), stroke=(0, 2),  # HackMIT's heavy, wide glyphs: not for other sites
+    )
+    # Noise dots: as many as leave the real captchas' speck pixels (measured the same way on a probe).
+    if look.specks > 0:
+        probe = Synthesizer(spec, None, replace(cfg, dots=10.0, font_size=(4, 4)))
+        images, _ = probe.render_batch(16, 77)
+        grounds = np.median(images.reshape(16, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+        per_dot = float(speck_pixels(_ink_masks(images, grounds)).mean()) / 10.0
+        cfg = replace(cfg, dots=round(look.specks / per_dot, 2) if per_dot > 0 else 0.0)
+    # Thin lines across the text: as many as explain the real captchas' thin runs beyond what the glyphs make.
+    runs = {}
+    for arcs in (0.0, 1.0):
+        probe = Synthesizer(spec, None, replace(cfg, arcs=arcs, dots=0.0))
+        images, _ = probe.render_batch(24, 53)
+        grounds = np.median(images.reshape(24, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+        runs[arcs] = float(thin_runs(_ink_masks(images, grounds)).mean())
+    per_arc = runs[1.0] - runs[0.0]
+    excess = look.thin_runs - runs[0.0] - cfg.dots * 0.5  # a dot's edge rows count as a run or two
+    cfg = replace(cfg, arcs=round(float(np.clip(excess / per_arc, 0.0, 3.0)), 2) if per_arc > 0 else 0.0)
+    # Font sizes: render probes at a few sizes and keep the range whose ink band spans the real one.
+    probe_spec = spec
+    heights = {}
+    for size in range(max(6, int(0.2 * h)), int(1.2 * h) + 1, max(1, h // 20)):
+        probe = Synthesizer(probe_spec, None, replace(cfg, font_size=(size, size), rotation=0.0))
+        heights[size] = synthetic_band(probe, n=12, seed=size)[1]
+    sizes = sorted(heights)
+
+    def size_for(band_height: float) -> int:
+        return min(sizes, key=lambda s: abs(heights[s] - band_height))
+
+    lo, hi = size_for(look.band[0]), size_for(look.band[2])
+    cfg = replace(cfg, font_size=(min(lo, hi), max(lo, hi)), y_range=(top_row + 0.45 * look.band[1], top_row + 0.55 * look.band[1]))
+    # Glyph width: the horizontal stretch whose ink share matches the real one (condensed or wide lettering).
+    shares = {}
+    for stretch in np.arange(0.45, 1.31, 0.085):
+        probe = Synthesizer(spec, None, replace(cfg, width_scale=(0.9 * stretch, 1.1 * stretch)))
+        images, _ = probe.render_batch(12, 31)
+        grounds = np.median(images.reshape(12, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+        shares[float(stretch)] = float(_ink_masks(images, grounds).mean())
+    stretch = min(shares, key=lambda v: abs(shares[v] - look.ink_share))
+    cfg = replace(cfg, width_scale=(round(0.9 * stretch, 3), round(1.1 * stretch, 3)))
+    log(f"fitted synthesizer: font sizes {cfg.font_size[0]}-{cfg.font_size[1]} px, stretched {cfg.width_scale[0]:.2f}-"
+        f"{cfg.width_scale[1]:.2f} wide, characters centred at columns "
+        f"{', '.join(f'{c:.0f}' for c in centers)}, rows {cfg.y_range[0]:.0f}-{cfg.y_range[1]:.0f}, {cfg.dots:g} noise dots and {cfg.arcs:g} lines per captcha; "
+        f"{len(cfg.ink_colours)} ink and ground colours from the real captchas")
+    return cfg
+
+
+def catalog_fonts() -> list[str]:
+    """The shipped fonts and the wider catalog (regular, condensed, mono, serif, light: fonts/catalog)."""
+    from importlib import resources
+
+    folder = resources.files("simcaptcha.fonts.catalog")
+    catalog = sorted(str(p) for p in folder.iterdir() if p.name.lower().endswith((".ttf", ".otf")))
+    return default_fonts() + catalog
+
+
+def choose_fonts(real_x: np.ndarray, spec: CaptchaSpec, cfg: SynthConfig, fonts: list[str], background=None,
+                 n: int = 600, steps: int = 150, keep: int = 4, margin: float = 0.03, seed: int = 0, log=print) -> tuple[tuple[str, ...], dict]:
+    """The fonts whose synthetic captchas a fresh critic finds hardest to tell from the real ones.
+
+    For each font, `n` captchas drawn with it alone are scored by one critic (domaingap.gap_score,
+    ROC AUC, 0.5: indistinguishable) against real preprocessed captchas `real_x`; the best font is
+    kept with up to keep - 1 others within `margin` of it (a mix of near shapes reads more robustly
+    than one font). Returns (chosen fonts, {font file name: AUC}).
+    """
+    from pathlib import Path
+
+    real = real_x[np.random.default_rng((seed, 5)).permutation(len(real_x))[:n]]
+    scores = {}
+    for k, font in enumerate(fonts):
+        synth = Synthesizer(spec, background, replace(cfg, fonts=(font,), char_fonts=()))
+        images, _ = synth.render_batch(n, (seed, 4242, k))
+        scores[font] = gap_score(real, preprocess(images, spec.ink), steps=steps, seed=seed, critics=1)
+    ranked = sorted(fonts, key=lambda f: scores[f])
+    chosen = tuple(f for f in ranked[:keep] if scores[f] <= scores[ranked[0]] + margin)
+    named = {Path(f).name: round(v, 4) for f, v in sorted(scores.items(), key=lambda kv: kv[1])}
+    log("fonts by fit (critic ROC AUC, lower fits better): " + ", ".join(f"{name} {v:.3f}" for name, v in named.items()))
+    log("chosen fonts: " + ", ".join(Path(f).name for f in chosen))
+    return chosen, named

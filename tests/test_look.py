@@ -1,0 +1,54 @@
+"""The look estimate and the synthesizer fitted to it, on captchas whose look is known."""
+
+import numpy as np
+
+from simcaptcha.look import choose_fonts, estimate_look, fit_synth_config, synthetic_band
+from simcaptcha.preprocess import preprocess
+from simcaptcha.spec import CaptchaSpec
+from simcaptcha.synth import SynthConfig, Synthesizer, default_fonts
+
+DARK_ON_LIGHT = SynthConfig(reference_size=(160, 60), glyph_box=100, font_size=(34, 40), anchored=False, y_range=(28.0, 32.0),
+                            x_centers=(25.0, 52.0, 80.0, 108.0, 135.0), ground_colours=((235, 240, 250), (250, 245, 230)),
+                            ink_colours=((60, 90, 160), (150, 60, 90)), lossless=True, char_fonts=(), char_scale=(), open_four=0.0)
+
+
+def test_a_fixed_light_background_is_found(spec, synthesizer):
+    images, _ = synthesizer.render_batch(120, seed=1)
+    look = estimate_look(images, jpeg=True)
+    assert look.fixed_background and look.ink == "light" and look.jpeg
+    assert look.background_share > look.own_share
+
+
+def test_dark_ink_on_grounds_of_their_own(tmp_path):
+    spec = CaptchaSpec.from_flags(60, 160, "5", "a-z", "dark")
+    images, _ = Synthesizer(spec, None, DARK_ON_LIGHT).render_batch(120, seed=2)
+    look = estimate_look(images)
+    assert not look.fixed_background and look.ink == "dark" and not look.jpeg
+    assert all(min(c) > 200 for c in look.ground_colours)  # light grounds
+    assert np.mean([max(c) < 200 for c in look.ink_colours]) > 0.8  # darker inks
+    assert 4 < look.span[0] < 30 and 130 < look.span[1] < 158  # the text spans where it was drawn (centres 25-135)
+    # the fitted synthesizer draws ink bands of the real height, dark on light, as the network then sees bright text
+    cfg = fit_synth_config(look, spec, SynthConfig(fonts=DARK_ON_LIGHT.fonts), log=lambda *_: None)
+    fitted = Synthesizer(spec, None, cfg)
+    assert abs(synthetic_band(fitted, n=40)[1] - look.band[1]) <= 0.15 * look.band[1]
+    drawn, _ = fitted.render_batch(20, seed=3)
+    real_x, syn_x = preprocess(images[:20], "dark"), preprocess(drawn, "dark")
+    assert np.median(real_x) < -0.5 and np.median(syn_x) < -0.5  # grounds dark, text bright
+    assert abs(float((real_x > 0).mean()) - float((syn_x > 0).mean())) < 0.1
+
+
+def test_choose_fonts_finds_the_font_the_captchas_were_drawn_with():
+    spec = CaptchaSpec.from_flags(40, 120, "4", "a-z", "dark")
+    fonts = default_fonts()[:3]
+    cfg = SynthConfig(reference_size=(120, 40), glyph_box=64, font_size=(24, 26), anchored=False, y_range=(19.0, 21.0),
+                      x_centers=(20.0, 46.0, 72.0, 98.0), rotation=5.0, ground_colours=((240, 240, 240),),
+                      ink_colours=((40, 40, 40),), lossless=True, char_fonts=(), char_scale=(), open_four=0.0)
+    real, _ = Synthesizer(spec, None, replace_fonts(cfg, fonts[1])).render_batch(300, seed=9)
+    chosen, scores = choose_fonts(preprocess(real, "dark"), spec, cfg, fonts, n=300, steps=120, keep=1, log=lambda *_: None)
+    assert chosen == (fonts[1],) and len(scores) == 3
+
+
+def replace_fonts(cfg, font):
+    from dataclasses import replace
+
+    return replace(cfg, fonts=(font,))
