@@ -36,7 +36,13 @@ class ClassifierConfig:
     # ctc: one softmax per column over the alphabet and a blank, read by CTC (any length within the spec);
     # auto: slots for a fixed length, ctc for a range.
     head: str = "auto"
-    context_layers: int = 2  # ctc: 1-D convolutions (kernel 3) over the columns, so each column sees its neighbours
+    context_layers: int = 2  # ctc: layers over the columns, so each column sees its neighbours
+    context: str = "conv"  # ctc: "conv" (1-D convolutions, exportable to ONNX) or "gru" (bidirectional GRU)
+    context_kernel: int = 3  # ctc: columns each 1-D convolution spans
+    # ctc: share of the steps that also learn where characters usually stand (the synthesizer's layout: each
+    # character's mean centre column, blank elsewhere), with a weight falling from 1 to 0. CTC alone leaves
+    # its all-blank start slowly; this gets it reading in a few hundred steps.
+    ctc_warmup: float = 0.5
     head_window: int = 6  # slots: feature-map columns each head sees
     shared_head: bool = True  # slots: one character reader (same weights) for all windows; False: one head per position
     dropout: float = 0.3
@@ -58,6 +64,15 @@ def resolve_head(head: str, spec: CaptchaSpec) -> str:
     if head == "slots" and not spec.fixed_length:
         raise InputError(f"the slot head reads a fixed number of characters; texts of {spec.length_text} need --head ctc")
     return head
+
+
+def slot_window(synth: Synthesizer, cfg: ClassifierConfig) -> int:
+    """Feature-map columns a slot head should see for `synth`'s layout: one character pitch plus its sideways
+    jitter both ways (HackMIT's layout: 6, the default), in columns of the slot network (8 image columns each)."""
+    centers = synth.mean_centers(synth.spec.max_length)
+    pitch = float(np.diff(centers).mean()) if len(centers) > 1 else synth.spec.width / 2
+    reach = pitch + 2 * synth.config.x_jitter * synth.sx
+    return max(cfg.head_window, int(np.ceil(reach / 8)))
 
 
 def head_windows(width: int, window: int, centers, image_width: int, pad: int = 0) -> list[tuple[int, int]]:
@@ -116,7 +131,10 @@ def build_classifier(spec: CaptchaSpec, cfg: ClassifierConfig = ClassifierConfig
         x = layers.Reshape((w, h * c), name="sequence")(x)
         x = layers.Dense(scaled(cfg.dense), activation="relu", name="features")(x)
         for k in range(cfg.context_layers):
-            x = layers.Conv1D(scaled(cfg.dense), 3, padding="same", activation="relu", name=f"context_{k}")(x)
+            if cfg.context == "gru":
+                x = layers.Bidirectional(layers.GRU(scaled(cfg.dense) // 2, return_sequences=True), name=f"context_{k}")(x)
+            else:
+                x = layers.Conv1D(scaled(cfg.dense), cfg.context_kernel, padding="same", activation="relu", name=f"context_{k}")(x)
         x = layers.Dropout(cfg.dropout, name="dropout")(x)
         outputs = layers.Dense(spec.num_classes + 1, activation="softmax", name="ctc")(x)
         return keras.Model(inputs, outputs, name="classifier")
@@ -394,12 +412,36 @@ def train_classifier(
         return tf.add_n([loss_fn(y[:, i], out[i], sample_weight=known[:, i]) for i in range(len(out))])
 
     @tf.function
-    def train_step(x, y):
+    def train_step(x, y, frames, frame_weight):
         with tf.GradientTape() as tape:
-            loss = loss_of(y, model(x, training=True))
+            out = model(x, training=True)
+            loss = loss_of(y, out)
+            if ctc:
+                known = tf.cast(frames >= 0, tf.float32)
+                framewise = keras.losses.sparse_categorical_crossentropy(tf.maximum(frames, 0), out)
+                loss += frame_weight * tf.reduce_sum(framewise * known) / tf.maximum(tf.reduce_sum(known), 1.0) * 5.0
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
+
+    columns = int(model.outputs[0].shape[1]) if ctc else 0
+    layout = {n: np.clip((synth.mean_centers(n) / spec.width * columns).astype(int), 0, columns - 1)
+              for n in range(spec.min_length, spec.max_length + 1)} if ctc else {}
+    warmup_steps = int(cfg.ctc_warmup * cfg.steps) if ctc else 0
+
+    def frame_targets(y: np.ndarray, step: int) -> tuple[np.ndarray, float]:
+        """ctc warm-up: each character at its layout column, blank at the others (-1: not scored)."""
+        if step >= warmup_steps:
+            return np.full((len(y), max(columns, 1)), -1, np.int32), 0.0
+        frames = np.full((len(y), columns), spec.num_classes, np.int32)
+        for b, row in enumerate(y):
+            text = row[row >= 0]
+            if len(text) in layout:
+                for offset in (-1, 0, 1):  # the character's centre column and its neighbours
+                    frames[b, np.clip(layout[len(text)] + offset, 0, columns - 1)] = text
+            else:
+                frames[b] = -1
+        return frames, 1.0 - step / warmup_steps
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
     batches = training_batches(synth, cfg.batch_size - n_extra, cfg.seed, start, pool, 0, progress)
@@ -426,7 +468,8 @@ def train_classifier(
             pick = rng.integers(0, len(extra_data[0]), n_extra)
             x = tf.concat([x, shift_randomly(extra_data[0][pick], cfg.extra_shift, rng)], 0)
             y = tf.concat([y, extra_data[1][pick].astype(np.int32)], 0)
-        return float(train_step(x, y))
+        frames, weight = frame_targets(np.asarray(y), step)
+        return float(train_step(x, y, tf.constant(frames), tf.constant(weight, tf.float32)))
 
     t0 = time.time()
     metrics = training_loop(run, cfg, start, step_fn, evaluate, schedule, {"classifier": model}, {"adam": optimizer},

@@ -43,6 +43,7 @@ class Look:
     band: tuple[float, float, float, float]  # ink band height, px: 10th, 50th, 90th percentile; and its mean centre row
     span: tuple[float, float]  # mean first and last ink column
     jpeg: bool  # the real captchas were JPEG files
+    columns: tuple[float, ...]  # share of ink in each column, mean over captchas (where characters usually stand)
     specks: float  # ink pixels per captcha in specks: small blobs with no other ink near them (noise dots)
     thin_runs: float  # vertical runs of ink at most 3 px high per captcha (thin lines across, and flat strokes)
 
@@ -129,6 +130,7 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
               float(np.mean((top + bottom) / 2))),
         span=(float(left.mean()), float(right.mean())),
         jpeg=bool(jpeg),
+        columns=tuple(round(float(v), 5) for v in ink.mean((0, 1))),
         specks=round(float(speck_pixels(ink).mean()), 2),
         thin_runs=round(float(thin_runs(ink).mean()), 2),
     )
@@ -211,9 +213,19 @@ def fit_synth_config(look: Look, spec: CaptchaSpec, base: SynthConfig = SynthCon
         shares[float(stretch)] = float(_ink_masks(images, grounds).mean())
     stretch = min(shares, key=lambda v: abs(shares[v] - look.ink_share))
     cfg = replace(cfg, width_scale=(round(0.9 * stretch, 3), round(1.1 * stretch, 3)))
+    # Horizontal jitter: the one whose mean ink per column is closest to the real one (peaks at fixed places, or spread).
+    real_profile = np.asarray(look.columns) / max(sum(look.columns), 1e-9)
+    distance = {}
+    for share in (0.05, 0.15, 0.25, 0.35, 0.5, 0.7):
+        probe = Synthesizer(spec, None, replace(cfg, x_jitter=round(share * pitch, 2)))
+        images, _ = probe.render_batch(48, 71)
+        grounds = np.median(images.reshape(48, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+        profile = _ink_masks(images, grounds).mean((0, 1))
+        distance[share] = float(np.abs(profile / max(profile.sum(), 1e-9) - real_profile).sum())
+    cfg = replace(cfg, x_jitter=round(min(distance, key=distance.get) * pitch, 2))
     log(f"fitted synthesizer: font sizes {cfg.font_size[0]}-{cfg.font_size[1]} px, stretched {cfg.width_scale[0]:.2f}-"
         f"{cfg.width_scale[1]:.2f} wide, characters centred at columns "
-        f"{', '.join(f'{c:.0f}' for c in centers)}, rows {cfg.y_range[0]:.0f}-{cfg.y_range[1]:.0f}, {cfg.dots:g} noise dots and {cfg.arcs:g} lines per captcha; "
+        f"{', '.join(f'{c:.0f}' for c in centers)}, rows {cfg.y_range[0]:.0f}-{cfg.y_range[1]:.0f}, moved up to {cfg.x_jitter:g} px sideways, {cfg.dots:g} noise dots and {cfg.arcs:g} lines per captcha; "
         f"{len(cfg.ink_colours)} ink and ground colours from the real captchas")
     return cfg
 

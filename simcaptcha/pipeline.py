@@ -13,7 +13,7 @@ import numpy as np
 
 from .challenges import LoadResult
 from .classifier import (ClassifierConfig, RealEval, average_classifiers, decode_probs, predict_probs, resolve_head,
-                         score, train_classifier)
+                         score, slot_window, train_classifier)
 from .domaingap import GapReport, health_alarms, label_preservation
 from .files import InputError, copy_atomic, read_json, write_json_atomic
 from .look import Look, catalog_fonts, choose_fonts, estimate_look, fit_synth_config
@@ -148,6 +148,7 @@ class Pipeline:
         cfg = self.cfg
         base = ClassifierConfig(seed=cfg.seed, width=cfg.classifier_width, synthetic_pool=cfg.synthetic_pool,
                                 head=resolve_head(cfg.head, self.spec))
+        base = replace(base, head_window=slot_window(self.synthesizer(), base))  # wider where characters move more
         return {"a": replace(base, steps=cfg.classifier_steps, refiner=str(self.refiner_path)),
                 "b": replace(base, steps=cfg.raw_view_steps, seed=cfg.seed + 1)}
 

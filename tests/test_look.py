@@ -52,3 +52,26 @@ def replace_fonts(cfg, font):
     from dataclasses import replace
 
     return replace(cfg, fonts=(font,))
+
+
+def test_noise_dots_and_lines_are_drawn_in_the_ink_colour_and_measured():
+    from dataclasses import replace
+
+    from simcaptcha.look import _ink_masks, speck_pixels, thin_runs
+
+    spec = CaptchaSpec.from_flags(60, 160, "5", "a-z", "dark")
+    plain = Synthesizer(spec, None, DARK_ON_LIGHT)
+    noisy = Synthesizer(spec, None, replace(DARK_ON_LIGHT, dots=20.0, arcs=1.0))
+    (a, _), (b, _) = plain.render_batch(16, seed=4), noisy.render_batch(16, seed=4)
+
+    def ink(images):
+        grounds = np.median(images.reshape(len(images), -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+        return _ink_masks(images, grounds)
+
+    assert speck_pixels(ink(b)).mean() > speck_pixels(ink(a)).mean() + 20  # dots are specks
+    assert thin_runs(ink(b)).mean() > thin_runs(ink(a)).mean() + 50  # a line across makes a thin run per column
+    inks = {tuple(c) for c in DARK_ON_LIGHT.ink_colours}
+    for seed in range(4):  # one captcha each: the same glyphs, then the noise on top
+        (one, _), (two, _) = plain.render_batch(1, seed), noisy.render_batch(1, seed)
+        changed = two[0][(one[0] != two[0]).any(-1)]
+        assert len(changed) > 30 and np.mean([tuple(p) in inks for p in changed]) > 0.9  # what was added is ink-coloured
