@@ -26,6 +26,8 @@ def main():
     parser.add_argument("--pool", type=int, default=30_000, help="synthetic captchas rendered once for training")
     parser.add_argument("--test", type=int, default=2000, help="held-out synthetic captchas read at the end")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--synth", default=None, help="a run folder whose synth.json to draw with (its size and alphabet; "
+                        "--length replaces its length); default: the shipped fonts over random stripes")
     args = parser.parse_args()
     quiet.tensorflow()
 
@@ -34,9 +36,19 @@ def main():
     from simcaptcha.spec import CaptchaSpec
     from simcaptcha.synth import Synthesizer
 
-    width, height = (int(v) for v in args.size.split("x"))
-    spec = CaptchaSpec.from_flags(height, width, args.length, args.alphabet)
-    synth = Synthesizer(spec)
+    if args.synth:
+        from dataclasses import replace
+
+        from simcaptcha.spec import parse_length
+
+        fitted = Synthesizer.load(args.synth)
+        lo, hi = parse_length(args.length)
+        spec = replace(fitted.spec, min_length=lo, max_length=hi)
+        synth = Synthesizer(spec, None if fitted.background is None else np.asarray(fitted.background), fitted.config)
+    else:
+        width, height = (int(v) for v in args.size.split("x"))
+        spec = CaptchaSpec.from_flags(height, width, args.length, args.alphabet)
+        synth = Synthesizer(spec)
     cfg = ClassifierConfig(steps=args.steps, head="ctc", width=args.width, synthetic_pool=args.pool, seed=args.seed,
                            eval_every=max(1, args.steps // 4))
     start = time.time()
@@ -45,7 +57,7 @@ def main():
 
     model = keras.models.load_model(f"{args.out}/classifier.keras", compile=False)
     images, texts = synth.render_batch(args.test, (args.seed, 123_456_789))  # a seed no training batch uses
-    read, _ = decode_probs(predict_probs(model, preprocess(images)), spec)
+    read, _ = decode_probs(predict_probs(model, preprocess(images, spec.ink)), spec)
     right = np.array([a == b for a, b in zip(read, texts)])
     chars = sum(a == b for r, t in zip(read, texts) for a, b in zip(r, t)) / sum(map(len, texts))
     print(f"{spec.describe()}; {args.steps} steps, width {args.width:g}, {time.time() - start:.0f} s")

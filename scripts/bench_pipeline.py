@@ -25,10 +25,10 @@ def table(report: dict) -> str:
     rows = [
         ("synthetic only", report["raw"], synth + secs["train (raw view)"]),
         ("refined (SimGAN)", report["refined"], synth + secs["refine-train"] + secs["train (refined)"]),
-        ("refined + self-training", report.get("selftrained", report["refined"]), sum(v for k, v in secs.items() if k not in ("mask", "solve"))),
+        ("refined + self-training", report.get("selftrained", report["refined"]), sum(v for k, v in secs.items() if k not in ("mask", "look", "model", "solve"))),
     ]
     lines = [
-        "| classifier | captcha acc. (challenge-14) | char acc. | training time |",
+        "| classifier | captcha acc. (held out) | char acc. | training time |",
         "| --- | --- | --- | --- |",
     ]
     if "final" in report:
@@ -40,12 +40,17 @@ def table(report: dict) -> str:
     total = f"; total {report['total_seconds'] / 60:.1f} min"
     if report.get("seconds_this_run", report["total_seconds"]) < report["total_seconds"] - 60:
         total += f" (resumed: {report['seconds_this_run'] / 60:.1f} min in the last invocation)"
+    gap = report.get("gap") or {}
+    if "synthetic_gap" in gap:
+        lines.append(f"domain gap (critic ROC AUC, 0.5: indistinguishable from real): synthetic {gap['synthetic_gap']:.3f}, refined {gap['refined_gap']:.3f}")
+    if report.get("synthesizer"):
+        lines.append(f"synthesizer: {report['synthesizer']}" + (f", fonts {', '.join(report['fonts']['chosen'])}" if report.get("fonts") else ""))
     lines.append("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + total)
     for r, p in enumerate(report.get("rounds", [])):
         held = p.get("held_out") or {}
         line = f"self-training round {r + 1}: {p['kept']} of {p['considered']} training captchas pseudo-labelled, {p.get('known_chars', '?')} characters known"
         if held.get("char_precision") is not None:
-            line += (f"; the same filter on challenge-14 knows {held['known_chars']} characters, {held['char_precision']:.1%} right"
+            line += (f"; the same filter on the held-out captchas knows {held['known_chars']} characters, {held['char_precision']:.1%} right"
                      f" ({held['full_captchas']} whole captchas, {held['full_captcha_precision'] or 0:.1%} right)")
         if "view_a" in p:
             line += f"; after it: {p['view_a']['val/real_captcha_acc']:.1%} captchas, {p['view_a']['val/real_char_acc']:.1%} characters"

@@ -4,7 +4,8 @@ Draws captchas with the `captcha` package from PyPI (`ImageCaptcha` with its own
 160x60, its bundled font), texts of --length characters of a-z0-9 drawn from the seed:
 
     OUT/train/00000.png ...      --train unlabelled captchas (names say nothing of the text)
-    OUT/test/00000.png ...       --test captchas for evaluation only
+    OUT/test/test-00000.png ...  --test captchas for evaluation only (their own names: held-out
+                                 captchas are told apart by name)
     OUT/test-labels.json         their texts
 
 simcaptcha itself never imports that package, uses its font or copies its drawing: only this
@@ -46,7 +47,7 @@ def main():
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(n):
             text = "".join(alphabet[i] for i in rng.integers(0, len(alphabet), args.length))
-            name = f"{k:05d}"
+            name = f"{k:05d}" if part == "train" else f"test-{k:05d}"
             generator.generate_image(text).save(folder / f"{name}.png")
             if part == "test":
                 labels[name] = text

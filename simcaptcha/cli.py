@@ -235,7 +235,7 @@ def make_synthesizer(mask_png: Optional[Path], fonts: Optional[List[Path]], spec
 def preview(
     paths: List[Path] = PathsArg,
     out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="Contact sheet PNG to write."),
-    mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG from `simcaptcha mask`."),
+    mask_png: Optional[Path] = typer.Option(None, "--mask", help="Background PNG from `simcaptcha mask`; without it the synthesizer is fitted to the look of the real captchas, as `pipeline` does."),
     refiner: Optional[Path] = typer.Option(None, "--refiner", help="Also show synthetic captchas passed through this refiner.keras."),
     count: int = typer.Option(16, min=1, help="Captchas per row group."),
     seed: int = typer.Option(0, help="Seed of the synthetic captchas."),
@@ -252,8 +252,24 @@ def preview(
     from .viz import contact_sheet, save_png
 
     refuse_overwriting_inputs([out], paths)
-    real = load_or_fail(paths, resize).images()[:count]
-    synthesizer = make_synthesizer(mask_png, font, spec_for(real, length, alphabet))
+    loaded = load_or_fail(paths, resize)
+    images = loaded.images()
+    real = images[:count]
+    if mask_png is not None:
+        synthesizer = make_synthesizer(mask_png, font, spec_for(real, length, alphabet))
+    else:  # the pipeline's look stage, without choosing fonts
+        from .look import catalog_fonts, estimate_look, fit_synth_config
+        from .preprocess import estimate_background
+        from .synth import SynthConfig, Synthesizer
+
+        look = estimate_look(images, jpeg=np.mean([c.jpeg is not None for c in loaded.captchas]) >= 0.5, seed=seed)
+        typer.echo(f"look: {look.summary()}")
+        spec = CaptchaSpec.for_images(images, length, alphabet, look.ink)
+        fonts = tuple(str(f) for f in font or ())
+        if look.fixed_background:
+            synthesizer = Synthesizer(spec, estimate_background(images[:BACKGROUND_SAMPLE]), SynthConfig(fonts=fonts))
+        else:
+            synthesizer = Synthesizer(spec, None, fit_synth_config(look, spec, SynthConfig(fonts=fonts or tuple(catalog_fonts())), log=typer.echo))
     synthetic, _ = synthesizer.render_batch(count, seed)
     ink = synthesizer.spec.ink
     rows = [("real", real), ("synthetic", synthetic), ("real, input", preprocess(real, ink)), ("synth, input", preprocess(synthetic, ink))]

@@ -401,6 +401,8 @@ def run_pipeline(loaded: LoadResult, out_dir, spec: CaptchaSpec, cfg: PipelineCo
     train_idx = [i for i, c in enumerate(loaded.captchas) if c.name not in held_out]
     if len(train_idx) < 3:
         raise InputError("fewer than 3 captchas left for training once the evaluation captchas are held out")
+    if held_out and len(train_idx) < len(loaded.captchas):
+        log(f"{len(loaded.captchas) - len(train_idx)} captchas share a name with a held-out one (--eval-real): left out of training")
     images = np.stack([loaded.captchas[i].image for i in train_idx])
     previous = read_json(out / "report.json", what="report") if resume and (out / "report.json").is_file() else {}
     report: dict = {"captchas": len(loaded.captchas), "training_captchas": len(images), "spec": spec.to_dict()}

@@ -68,7 +68,7 @@ def test_health(server):
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["spec"] == {"height": 50, "width": 100, "length": "4", "min_length": 4, "max_length": 4,
-                                                  "alphabet": "0123456789abcdefghijklmnopqrstuvwxyz"}
+                                                  "alphabet": "0123456789abcdefghijklmnopqrstuvwxyz", "ink": "light"}
 
 
 def test_solve_raw_bytes_base64_and_batch_agree_with_the_api(server, solver):
