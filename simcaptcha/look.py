@@ -59,6 +59,17 @@ class Look:
         return asdict(self)
 
 
+def own_grounds(images: np.ndarray) -> np.ndarray:
+    """(N, 1, 1, 3): each captcha's median colour, its ground where it has one of its own."""
+    return np.median(images.reshape(len(images), -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
+
+
+def probe_ink(synth: Synthesizer, n: int, seed) -> np.ndarray:
+    """(n, H, W) ink of `synth`'s captchas, measured against their own grounds as estimate_look does."""
+    images, _ = synth.render_batch(n, seed)
+    return _ink_masks(images, own_grounds(images))
+
+
 def _ink_masks(images: np.ndarray, grounds: np.ndarray) -> np.ndarray:
     """(N, H, W) bool: pixels at least INK_DISTANCE from their ground (N, H, W, 3) or (N, 1, 1, 3)."""
     return np.abs(images.astype(np.int16) - grounds.astype(np.int16)).max(-1) >= INK_DISTANCE
@@ -103,11 +114,11 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
     shared = estimate_background(images[: min(len(images), 3000)])
     near_shared = np.abs(images.astype(np.int16) - shared.astype(np.int16)).max(-1) < INK_DISTANCE // 2
     background_share = float(near_shared.mean())
-    own = np.median(images.reshape(len(images), -1, 3), axis=1).astype(np.uint8)  # each captcha's median colour
-    near_own = np.abs(images.astype(np.int16) - own[:, None, None, :].astype(np.int16)).max(-1) < INK_DISTANCE // 2
+    own = own_grounds(images)
+    near_own = np.abs(images.astype(np.int16) - own.astype(np.int16)).max(-1) < INK_DISTANCE // 2
     own_share = float(near_own.mean())
     fixed = background_share >= own_share + FIXED_MARGIN
-    grounds = np.broadcast_to(shared, images.shape) if fixed else own[:, None, None, :]
+    grounds = np.broadcast_to(shared, images.shape) if fixed else own
     ink = _ink_masks(images, grounds)
     luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     ground_luma = np.broadcast_to(grounds, images.shape).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -115,7 +126,7 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
     ink_colours = []
     for k in range(len(images)):
         pixels = images[k][ink[k]]
-        ink_colours.append(tuple(int(v) for v in np.median(pixels, 0)) if len(pixels) else tuple(int(v) for v in own[k]))
+        ink_colours.append(tuple(int(v) for v in np.median(pixels, 0)) if len(pixels) else tuple(int(v) for v in own[k, 0, 0]))
     top, bottom, left, right = _band_and_span(ink)
     height = bottom - top + 1
     return Look(
@@ -124,7 +135,7 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
         background_share=round(background_share, 4),
         own_share=round(own_share, 4),
         ink_share=round(float(ink.mean()), 4),
-        ground_colours=tuple(tuple(int(v) for v in c) for c in own),
+        ground_colours=tuple(tuple(int(v) for v in c) for c in own[:, 0, 0]),
         ink_colours=tuple(ink_colours),
         band=(float(np.percentile(height, 10)), float(np.median(height)), float(np.percentile(height, 90)),
               float(np.mean((top + bottom) / 2))),
@@ -138,12 +149,12 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
 
 def synthetic_band(synth: Synthesizer, n: int = 24, seed: int = 0) -> tuple[float, float, float]:
     """The ink band height (10th, 50th, 90th percentile, px) of `synth`'s captchas, measured as estimate_look does."""
-    images, _ = synth.render_batch(n, seed)
     if synth.background is not None:
-        grounds = np.broadcast_to(np.asarray(synth.background), images.shape)
+        images, _ = synth.render_batch(n, seed)
+        ink = _ink_masks(images, np.broadcast_to(np.asarray(synth.background), images.shape))
     else:
-        grounds = np.median(images.reshape(n, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
-    top, bottom, _, _ = _band_and_span(_ink_masks(images, grounds))
+        ink = probe_ink(synth, n, seed)
+    top, bottom, _, _ = _band_and_span(ink)
     height = bottom - top + 1
     return float(np.percentile(height, 10)), float(np.median(height)), float(np.percentile(height, 90))
 
@@ -177,17 +188,13 @@ def fit_synth_config(look: Look, spec: CaptchaSpec, base: SynthConfig = SynthCon
     # Noise dots: as many as leave the real captchas' speck pixels (measured the same way on a probe).
     if look.specks > 0:
         probe = Synthesizer(spec, None, replace(cfg, dots=10.0, font_size=(4, 4)))
-        images, _ = probe.render_batch(16, 77)
-        grounds = np.median(images.reshape(16, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
-        per_dot = float(speck_pixels(_ink_masks(images, grounds)).mean()) / 10.0
+        per_dot = float(speck_pixels(probe_ink(probe, 16, 77)).mean()) / 10.0
         cfg = replace(cfg, dots=round(look.specks / per_dot, 2) if per_dot > 0 else 0.0)
     # Thin lines across the text: as many as explain the real captchas' thin runs beyond what the glyphs make.
     runs = {}
     for arcs in (0.0, 1.0):
         probe = Synthesizer(spec, None, replace(cfg, arcs=arcs, dots=0.0))
-        images, _ = probe.render_batch(24, 53)
-        grounds = np.median(images.reshape(24, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
-        runs[arcs] = float(thin_runs(_ink_masks(images, grounds)).mean())
+        runs[arcs] = float(thin_runs(probe_ink(probe, 24, 53)).mean())
     per_arc = runs[1.0] - runs[0.0]
     excess = look.thin_runs - runs[0.0] - cfg.dots * 0.5  # a dot's edge rows count as a run or two
     cfg = replace(cfg, arcs=round(float(np.clip(excess / per_arc, 0.0, 3.0)), 2) if per_arc > 0 else 0.0)
@@ -208,9 +215,7 @@ def fit_synth_config(look: Look, spec: CaptchaSpec, base: SynthConfig = SynthCon
     shares = {}
     for stretch in np.arange(0.45, 1.31, 0.085):
         probe = Synthesizer(spec, None, replace(cfg, width_scale=(0.9 * stretch, 1.1 * stretch)))
-        images, _ = probe.render_batch(12, 31)
-        grounds = np.median(images.reshape(12, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
-        shares[float(stretch)] = float(_ink_masks(images, grounds).mean())
+        shares[float(stretch)] = float(probe_ink(probe, 12, 31).mean())
     stretch = min(shares, key=lambda v: abs(shares[v] - look.ink_share))
     cfg = replace(cfg, width_scale=(round(0.9 * stretch, 3), round(1.1 * stretch, 3)))
     # Horizontal jitter: the one whose mean ink per column is closest to the real one (peaks at fixed places, or spread).
@@ -218,9 +223,7 @@ def fit_synth_config(look: Look, spec: CaptchaSpec, base: SynthConfig = SynthCon
     distance = {}
     for share in (0.05, 0.15, 0.25, 0.35, 0.5, 0.7):
         probe = Synthesizer(spec, None, replace(cfg, x_jitter=round(share * pitch, 2)))
-        images, _ = probe.render_batch(48, 71)
-        grounds = np.median(images.reshape(48, -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
-        profile = _ink_masks(images, grounds).mean((0, 1))
+        profile = probe_ink(probe, 48, 71).mean((0, 1))
         distance[share] = float(np.abs(profile / max(profile.sum(), 1e-9) - real_profile).sum())
     cfg = replace(cfg, x_jitter=round(min(distance, key=distance.get) * pitch, 2))
     log(f"fitted synthesizer: font sizes {cfg.font_size[0]}-{cfg.font_size[1]} px, stretched {cfg.width_scale[0]:.2f}-"

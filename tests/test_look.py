@@ -57,7 +57,7 @@ def replace_fonts(cfg, font):
 def test_noise_dots_and_lines_are_drawn_in_the_ink_colour_and_measured():
     from dataclasses import replace
 
-    from simcaptcha.look import _ink_masks, speck_pixels, thin_runs
+    from simcaptcha.look import _ink_masks, own_grounds, speck_pixels, thin_runs
 
     spec = CaptchaSpec.from_flags(60, 160, "5", "a-z", "dark")
     plain = Synthesizer(spec, None, DARK_ON_LIGHT)
@@ -65,8 +65,7 @@ def test_noise_dots_and_lines_are_drawn_in_the_ink_colour_and_measured():
     (a, _), (b, _) = plain.render_batch(16, seed=4), noisy.render_batch(16, seed=4)
 
     def ink(images):
-        grounds = np.median(images.reshape(len(images), -1, 3), axis=1).astype(np.uint8)[:, None, None, :]
-        return _ink_masks(images, grounds)
+        return _ink_masks(images, own_grounds(images))
 
     assert speck_pixels(ink(b)).mean() > speck_pixels(ink(a)).mean() + 20  # dots are specks
     assert thin_runs(ink(b)).mean() > thin_runs(ink(a)).mean() + 50  # a line across makes a thin run per column
