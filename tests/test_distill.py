@@ -51,3 +51,37 @@ def test_distill_command_end_to_end(tmp_path, challenge_dir, spec):
     assert "real_captcha_acc" in r.output and (tmp_path / "fast" / "classifier.keras").is_file()
     r = CliRunner().invoke(app, ["solve", str(challenge_dir), "-o", str(tmp_path / "s.json"), "--model", str(tmp_path / "fast")])
     assert r.exit_code == 0 and "solved 40 captchas" in r.output, r.output
+
+
+def test_a_ctc_teacher_is_distilled_column_by_column(tmp_path):
+    import keras
+
+    from simcaptcha.classifier import is_ctc
+    from simcaptcha.preprocess import preprocess
+    from simcaptcha.spec import CaptchaSpec
+    from simcaptcha.synth import Synthesizer
+
+    spec = CaptchaSpec.from_flags(32, 96, "3-5", "a-f")
+    synth = Synthesizer(spec)
+    keras.utils.set_random_seed(2)
+    teacher = build_classifier(spec, ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4, head="ctc"))
+    output = teacher.get_layer("ctc")
+    output.kernel.assign(output.kernel * 40.0)  # a random teacher with sure, varied column readings
+    images, _ = synth.render_batch(64, seed=2)
+    x = preprocess(images)
+    pool = synth.render_batch(16, seed=3)
+    synthetic = (preprocess(pool[0]), synth.labels(pool[1]))
+    cfg = DistillConfig(steps=80, batch_size=16, width=0.5, filters=(4, 8), shift=0, eval_every=10_000, checkpoint_every=20,
+                        synthetic_fraction=0.25)
+    distill_classifier(cfg, teacher, spec, x, tmp_path / "student", synthetic=synthetic, progress=False, log=lambda *_: None)
+    student = keras.models.load_model(tmp_path / "student" / "classifier.keras", compile=False)
+    assert is_ctc(student, spec) and student.outputs[0].shape[1:] == teacher.outputs[0].shape[1:]
+    fresh = build_classifier(spec, ClassifierConfig(width=0.5, filters=(4, 8), head="ctc"))
+    # the student's column distributions are closer to the teacher's (cross-entropy) than a fresh network's
+    target = predict_probs(teacher, x)
+
+    def cross_entropy(model):
+        return float(-(target * np.log(predict_probs(model, x) + 1e-9)).sum(-1).mean())
+
+    assert cross_entropy(student) < cross_entropy(fresh) - 0.01
+    assert agreement(student, teacher, x) > agreement(fresh, teacher, x)
