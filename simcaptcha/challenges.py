@@ -77,6 +77,10 @@ class LoadResult:
                 changed += 1
         return changed
 
+    def mostly_jpeg(self) -> bool:
+        """Whether most captchas were read from JPEG bytes (a site serving JPEG, whose artefacts synthesis should copy)."""
+        return bool(self.captchas) and 2 * sum(c.jpeg is not None for c in self.captchas) >= len(self.captchas)
+
     def names(self) -> list[str]:
         return [c.name for c in self.captchas]
 

@@ -262,7 +262,7 @@ def preview(
         from .preprocess import estimate_background
         from .synth import SynthConfig, Synthesizer
 
-        look = estimate_look(images, jpeg=np.mean([c.jpeg is not None for c in loaded.captchas]) >= 0.5, seed=seed)
+        look = estimate_look(images, jpeg=loaded.mostly_jpeg(), seed=seed)
         typer.echo(f"look: {look.summary()}")
         spec = CaptchaSpec.for_images(images, length, alphabet, look.ink)
         fonts = tuple(str(f) for f in font or ())
@@ -751,7 +751,7 @@ def pipeline(
 
     loaded = load_or_fail(paths, resize)
     images = loaded.images()
-    look = estimate_look(images, jpeg=np.mean([c.jpeg is not None for c in loaded.captchas]) >= 0.5, seed=seed)
+    look = estimate_look(images, jpeg=loaded.mostly_jpeg(), seed=seed)
     if ink not in ("auto", "light", "dark"):
         fail(f"--ink {ink!r}: expected auto, light or dark")
     spec = CaptchaSpec.for_images(images, length, alphabet, look.ink if ink == "auto" else ink)

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .challenges import LoadResult
-from .classifier import (ClassifierConfig, RealEval, average_classifiers, decode_probs, predict_probs, resolve_head,
+from .classifier import (ClassifierConfig, RealEval, average_classifiers, decode_probs, is_ctc, predict_probs, resolve_head,
                          score, slot_window, train_classifier)
 from .domaingap import GapReport, health_alarms, label_preservation
 from .files import InputError, copy_atomic, read_json, write_json_atomic
@@ -105,7 +105,7 @@ class Pipeline:
     _refined_pools: dict = field(default_factory=dict)
     _real_x: np.ndarray | None = None
     _model: object = None  # the final model, made by the "model" stage
-    jpeg_share: float = 1.0  # share of the real captchas that were JPEG files
+    _synth: Synthesizer | None = None  # the fitted synthesizer, read from synth.json once
 
     # -- shared pieces -----------------------------------------------------------------------------
     @property
@@ -123,8 +123,10 @@ class Pipeline:
         return self._real_x
 
     def synthesizer(self) -> Synthesizer:
-        """The synthesizer the look stage fitted and saved (synth.json, mask.png)."""
-        return Synthesizer.load(self.out)
+        """The synthesizer the look stage fitted and saved (synth.json, mask.png), read once."""
+        if self._synth is None:
+            self._synth = Synthesizer.load(self.out)
+        return self._synth
 
     def pool(self):
         """The synthetic pool every stage draws from, rendered on first use (again on --resume: the seed fixes it)."""
@@ -193,7 +195,7 @@ class Pipeline:
             self.log("look: the synthesizer of the earlier run is kept (synth.json)")
             return
         if self.look is None:
-            self.look = estimate_look(self.images, jpeg=self.jpeg_share >= 0.5, seed=self.cfg.seed)
+            self.look = estimate_look(self.images, jpeg=self.loaded.mostly_jpeg(), seed=self.cfg.seed)
         write_json_atomic(self.out / "look.json", self.look.to_dict())
         self.log(f"look: {self.look.summary()}")
         mode = self.cfg.background
@@ -211,6 +213,7 @@ class Pipeline:
             raise InputError(f"background {mode!r}: expected auto, mask, fitted or stripes")
         self.report["synthesizer"] = mode
         Synthesizer(self.spec, background, config).save(self.out)
+        self._synth = None  # read back from what was just saved
 
     def fitted_config(self) -> SynthConfig:
         """The look's synthesizer settings, drawn with the fonts that fit the real captchas best."""
@@ -262,7 +265,7 @@ class Pipeline:
         """The round's pseudo-labels from both views, and what is known of them (held-out precision where labels exist)."""
         cfg, spec = self.cfg, self.spec
         probs = {k: predict_probs(v, self.real_x) for k, v in views.items()}
-        ctc = probs["a"].shape[-1] == spec.num_classes + 1
+        ctc = is_ctc(probs["a"], spec)
         held = {k: predict_probs(v, self.real_eval.x) for k, v in views.items()} if self.real_eval else None
         info: dict = {}
         if ctc:
@@ -410,7 +413,6 @@ def run_pipeline(loaded: LoadResult, out_dir, spec: CaptchaSpec, cfg: PipelineCo
         report["rounds"] = list(previous["rounds"])
     run = Pipeline(out, cfg, spec, loaded, images, [loaded.captchas[i].name for i in train_idx], real_eval, eval_labels,
                    look, log, progress, resume, report, previous)
-    run.jpeg_share = float(np.mean([loaded.captchas[i].jpeg is not None for i in train_idx]))
     started = time.time()
     run_stages(run.stages(), report, previous, resume, log, progress)
     report["rounds"] = report.get("rounds", [])[: cfg.selftrain_rounds]
