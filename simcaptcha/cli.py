@@ -485,7 +485,7 @@ def solve(
     """
     import time
 
-    from .solver import Solver, confidence_path_for, solve_loaded, write_solutions
+    from .solver import Solver, confidence_path_for, estimate_line, solve_loaded, write_solutions
 
     refuse_overwriting_inputs([out, confidence_path_for(out)], paths)
     if out.is_dir():
@@ -512,6 +512,7 @@ def solve(
     confidence_path = write_solutions(result, out, top)
     kept = len(result.top(top))
     typer.echo(f"solved {len(result.solutions)} captchas in {elapsed:.1f} s; wrote {kept} answers to {out} and confidences to {confidence_path}")
+    typer.echo(estimate_line(result, top))
 
 
 @command()
@@ -554,6 +555,11 @@ def evaluate(
     if confidences is not None:
         rows = accuracy_by_confidence(answers, wanted, confidences)
         typer.echo("most confident answers: " + "  ".join(f"{share:.0%} ({n}): {acc:.2%}" for share, n, acc in rows))
+    estimate = estimate_for(confidence, solutions)
+    if estimate is not None:
+        scope = "" if len(wanted) == len(answers) else f" (over all {len(answers)} answers, {len(wanted)} of them labelled)"
+        typer.echo(f"label-free estimate from solve: {estimate:.2%}{scope}; measured {ev.captcha_accuracy:.2%} "
+                   f"(off by {100 * (estimate - ev.captcha_accuracy):+.2f} points)")
     if sheet is not None:
         write_misread_sheet(sheet, captchas, answers, wanted, sheet_max)
 
@@ -576,6 +582,14 @@ def confidences_for(path: Optional[Path], solutions: Path) -> Optional[dict]:
     except InputError as exc:
         typer.echo(f"warning: {exc}", err=True)
         return None
+
+
+def estimate_for(path: Optional[Path], solutions: Path) -> Optional[float]:
+    """The label-free accuracy estimate `solve` recorded in the confidence file, if it did."""
+    from .solver import confidence_path_for, read_estimate
+
+    path = path if path is not None else confidence_path_for(solutions)
+    return read_estimate(path, solutions) if path.is_file() else None
 
 
 def write_misread_sheet(sheet: Path, captcha_paths: List[Path], answers: dict, truth: dict, most: int):
@@ -671,6 +685,44 @@ def export(
     typer.echo(f"wrote {out}: {spec['length']} characters of {len(spec['alphabet'])} classes, {spec['width']}x{spec['height']} images")
 
 
+@command(tensorflow=True)
+def calibrate(
+    synth: Path = typer.Argument(..., help="Run folder whose synth.json (and mask.png) draws the synthetic captchas, e.g. a pipeline run."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder or classifier.keras to calibrate; default: the shipped model."),
+    out: Path = typer.Option(..., "-o", "--out", help="classifier.keras to write: the model with its calibration inside (the input is never overwritten)."),
+    refiner: Optional[Path] = typer.Option(None, "--refiner", help="Refiner the synthetic captchas pass through; default: refiner.keras beside the model, if there is one."),
+    no_refiner: bool = typer.Option(False, "--no-refiner", help="Calibrate on raw synthetic captchas."),
+    captchas: int = typer.Option(2000, min=100, help="Synthetic captchas to calibrate on."),
+    seed: int = typer.Option(7919, help="Seed of those captchas (keep it apart from the seeds training drew with)."),
+):
+    """Add a label-free accuracy estimate to a model: its certainty threshold, measured on synthetic captchas.
+
+    `simcaptcha pipeline` calibrates the models it makes; this calibrates another one. `solve` then
+    prints the estimated share of answers that are right.
+
+    Example: simcaptcha calibrate runs/x --model runs/x/model -o calibrated/classifier.keras
+    """
+    from .estimate import CALIBRATION_ENTRY, calibrate_on_synthetic
+    from .refiner import load_refiner
+    from .runs import copy_model_with_entries
+    from .solver import classifier_path, load_classifier
+    from .synth import Synthesizer
+
+    source = classifier_path(model)
+    refuse_overwriting_inputs([out], [source, synth])
+    keras_model, spec = load_classifier(model)
+    synthesizer = Synthesizer.load(synth)
+    if synthesizer.spec != spec:
+        fail(f"{synth}: draws {synthesizer.spec.describe()}, the model reads {spec.describe()}")
+    if refiner is None and not no_refiner and (source.parent / "refiner.keras").is_file():
+        refiner = source.parent / "refiner.keras"
+    refiner_model = None if no_refiner or refiner is None else load_refiner(refiner)
+    calibration = calibrate_on_synthetic(keras_model, synthesizer, refiner_model, captchas, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    copy_model_with_entries(source, out, {CALIBRATION_ENTRY: calibration.to_dict()})
+    typer.echo(f"wrote {out}: reads {calibration.source_accuracy:.2%} of {calibration.source}; certainty threshold {calibration.threshold:.4f}")
+
+
 @command()
 def serve(
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder, classifier.keras or model.onnx; default: the shipped model; fast: its shipped one-network distillation."),
@@ -734,6 +786,7 @@ def pipeline(
     ink: str = typer.Option("auto", "--ink", help="Whether the text is lighter (light) or darker (dark) than its background; auto: measured on the captchas."),
     font_dir: Optional[Path] = typer.Option(None, "--font-dir", help="A folder of your own fonts (.ttf, .otf) for the fitted synthesizer to choose from, beside the shipped catalog."),
     choose_fonts: bool = typer.Option(PIPELINE_DEFAULTS.choose_fonts, "--choose-fonts/--all-fonts", help="Fitted synthesizer: draw with the fonts a fresh critic finds closest to the real captchas (printed), or with every font."),
+    calibration_captchas: int = typer.Option(PIPELINE_DEFAULTS.calibration_captchas, "--calibration-captchas", min=0, help="Held-out refined synthetic captchas the final model's label-free accuracy estimate is calibrated on (0: no estimate)."),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
     """Everything from raw challenge files to solutions.json: mask, synth, refine-train, train, self-train, solve.
@@ -763,7 +816,8 @@ def pipeline(
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
                          classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, background=background,
-                         choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None)
+                         choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None,
+                         calibration_captchas=calibration_captchas)
     report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume, look=look)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

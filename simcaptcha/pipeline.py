@@ -12,8 +12,9 @@ from typing import Callable
 import numpy as np
 
 from .challenges import LoadResult
-from .classifier import (ClassifierConfig, RealEval, average_classifiers, decode_probs, is_ctc, predict_probs, resolve_head,
-                         score, slot_window, train_classifier)
+from .classifier import (ClassifierConfig, RealEval, accuracy, average_classifiers, decode_probs, is_ctc, predict_probs, resolve_head,
+                         slot_window, train_classifier)
+from .estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate_on_synthetic
 from .domaingap import GapReport, health_alarms, label_preservation
 from .files import InputError, copy_atomic, read_json, write_json_atomic
 from .look import Look, catalog_fonts, choose_fonts, estimate_look, fit_synth_config
@@ -22,7 +23,7 @@ from .refiner import load_refiner, refine_images, refine_pool
 from .runs import RunDir, save_model_atomic
 from .selftrain import agreeing_pseudo_labels, agreeing_texts, class_balance_weights, pseudo_label_accuracy, reweight
 from .simgan import SimGANConfig, gap_synthetic, train_refiner
-from .solver import Solver, solve_loaded, write_solutions
+from .solver import Solver, estimate_line, solve_loaded, write_solutions
 from .spec import SPEC_FILE, CaptchaSpec
 from .synth import SynthConfig, Synthesizer, render_pool_with_bar
 
@@ -55,6 +56,9 @@ class PipelineConfig:
     background: str = "auto"
     choose_fonts: bool = True  # fitted: draw with the fonts of the catalog (and --font-dir) a critic finds closest to the real ones
     font_dir: str | None = None  # more fonts to choose from (.ttf, .otf)
+    # Held-out refined synthetic captchas the final model's label-free accuracy estimate is calibrated on
+    # (simcaptcha.estimate); 0: no estimate.
+    calibration_captchas: int = 2000
 
 
 @dataclass
@@ -105,6 +109,7 @@ class Pipeline:
     _refined_pools: dict = field(default_factory=dict)
     _real_x: np.ndarray | None = None
     _model: object = None  # the final model, made by the "model" stage
+    _calibration: AccuracyCalibration | None = None  # its label-free accuracy calibration
     _synth: Synthesizer | None = None  # the fitted synthesizer, read from synth.json once
 
     # -- shared pieces -----------------------------------------------------------------------------
@@ -186,7 +191,7 @@ class Pipeline:
                                 lambda r=r: r < len(self.previous.get("rounds", []))
                                 and all(is_trained(d) for d in round_run_dirs(out, r, cfg).values())))
         stages.append(Stage("model", self.final_model, None, ("final",)))
-        stages.append(Stage("solve", self.solve, None, ("solve",)))
+        stages.append(Stage("solve", self.solve, None, ("solve", "estimated_accuracy")))
         return stages
 
     def fit_look(self) -> None:
@@ -335,21 +340,39 @@ class Pipeline:
             model = average_classifiers([keras.models.load_model(paths[k], compile=False) for k in ("a", "b")])
         else:
             model = keras.models.load_model(paths["a"], compile=False)
-        save_model_atomic(model, final_dir / "classifier.keras", self.spec)
+        self._calibration = self.calibrate(model) if self.cfg.calibration_captchas else None
+        entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else None
+        save_model_atomic(model, final_dir / "classifier.keras", self.spec, entries)
         self.spec.save(final_dir)
         copy_atomic(self.refiner_path, final_dir / "refiner.keras")
         if self.mask_path.is_file():
             copy_atomic(self.mask_path, final_dir / "mask.png")
         self._model = model
+        final = {"averaged_views": self.cfg.average_views}
+        if self._calibration is not None:
+            final["calibration"] = self._calibration.to_dict()
         if self.real_eval is not None:
-            captcha_acc, char_acc = score(model, self.real_eval.x, self.real_eval.texts, self.spec)
-            self.report["final"] = {"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc, "averaged_views": self.cfg.average_views}
+            probs = predict_probs(model, self.real_eval.x)
+            captcha_acc, char_acc = accuracy(decode_probs(probs, self.spec)[0], self.real_eval.texts)
+            final.update({"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc})
+            if self._calibration is not None:
+                final["val/real_estimated_acc"] = self._calibration.estimate(probs)
+                self.log(f"held-out real captchas: read {captcha_acc:.2%}, estimated without labels {final['val/real_estimated_acc']:.2%}")
+        self.report["final"] = final
+
+    def calibrate(self, model) -> AccuracyCalibration:
+        """The final model's certainty threshold, on refined synthetic captchas no stage trained on (another seed)."""
+        return calibrate_on_synthetic(model, self.synthesizer(), load_refiner(self.refiner_path),
+                                      self.cfg.calibration_captchas, seed=self.cfg.seed + 7919)
 
     def solve(self) -> None:
         start = time.perf_counter()
-        result = solve_loaded(self.loaded, Solver.from_keras(self._model, self.spec, str(self.out / "model")))
+        result = solve_loaded(self.loaded, Solver.from_keras(self._model, self.spec, str(self.out / "model"), self._calibration))
         seconds = time.perf_counter() - start
         write_solutions(result, self.out / "solutions.json")
+        self.log(estimate_line(result))
+        if result.estimated_accuracy() is not None:
+            self.report["estimated_accuracy"] = round(result.estimated_accuracy(), 6)
         self.report["solve"] = {"captchas": len(result.solutions), "seconds": round(seconds, 2),
                                 "per_second": round(len(result.solutions) / max(seconds, 1e-9))}
 

@@ -89,22 +89,48 @@ class RunDir:
         self._writer.flush()
 
 
-def save_model_atomic(model, path: str | os.PathLike, spec: CaptchaSpec | None = None) -> None:
+def save_model_atomic(model, path: str | os.PathLike, spec: CaptchaSpec | None = None, entries: dict | None = None) -> None:
     """keras.Model.save to a temporary .keras file, then rename over `path`.
 
     spec: written inside the file (an extra entry of the .keras zip archive, which Keras leaves
-    alone), so the model carries what it reads wherever it is copied.
+    alone), so the model carries what it reads wherever it is copied. entries: more such JSON
+    entries, name -> dict (the accuracy calibration, for one).
     """
-    import zipfile
-
     path = Path(path)
     tmp = temp_path_for(path, suffix=".keras")  # Keras picks the format by the suffix
     try:
         model.save(tmp)
+        extra = dict(entries or {})
         if spec is not None:
-            with zipfile.ZipFile(tmp, "a") as archive:
-                archive.writestr(MODEL_SPEC_ENTRY, json.dumps(spec.to_dict()))
+            extra[MODEL_SPEC_ENTRY] = spec.to_dict()
+        _append_entries(tmp, extra)
         os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _append_entries(archive_path: Path, entries: dict) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(archive_path, "a") as archive:
+        for name, doc in entries.items():
+            archive.writestr(name, json.dumps(doc))
+
+
+def copy_model_with_entries(src: str | os.PathLike, dst: str | os.PathLike, entries: dict) -> None:
+    """Copy a .keras file to `dst` (atomically), with these JSON entries added or replaced; the weights are untouched."""
+    import zipfile
+
+    src, dst = Path(src), Path(dst)
+    tmp = temp_path_for(dst, suffix=".keras")
+    try:
+        with zipfile.ZipFile(src) as old, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as new:
+            for info in old.infolist():
+                if info.filename not in entries:
+                    new.writestr(info, old.read(info))
+        _append_entries(tmp, entries)
+        os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -113,23 +139,35 @@ def save_model_atomic(model, path: str | os.PathLike, spec: CaptchaSpec | None =
 MAX_SPEC_BYTES = 1 << 20
 
 
-def model_spec(path: str | os.PathLike) -> CaptchaSpec | None:
-    """The captcha spec saved in a .keras file, else in spec.json beside it; None for a model saved without one.
+def model_entry(path: str | os.PathLike, name: str, what: str) -> dict | None:
+    """A JSON entry saved inside a .keras file (see save_model_atomic); None when the file has none or is no zip.
 
-    InputError for a spec that is there but malformed (a model file from someone else is input too).
+    InputError for an entry that is there but too large or not JSON (a model file from someone else is input too).
     """
     import zipfile
 
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(MODEL_SPEC_ENTRY) if MODEL_SPEC_ENTRY in archive.namelist() else None
-            if info is not None:
-                if info.file_size > MAX_SPEC_BYTES:
-                    raise InputError(f"{path}: its captcha spec is too large")
-                return CaptchaSpec.from_dict(parse_json(archive.read(info), f"{path} ({MODEL_SPEC_ENTRY})", "captcha spec"))
+            if name not in archive.namelist():
+                return None
+            info = archive.getinfo(name)
+            if info.file_size > MAX_SPEC_BYTES:
+                raise InputError(f"{path}: its {what} is too large")
+            return parse_json(archive.read(info), f"{path} ({name})", what)
     except (zipfile.BadZipFile, OSError):
-        pass  # not a zip: Keras's own loader names the problem
+        return None  # not a zip: Keras's own loader names the problem
+
+
+def model_spec(path: str | os.PathLike) -> CaptchaSpec | None:
+    """The captcha spec saved in a .keras file, else in spec.json beside it; None for a model saved without one.
+
+    InputError for a spec that is there but malformed.
+    """
+    path = Path(path)
+    doc = model_entry(path, MODEL_SPEC_ENTRY, "captcha spec")
+    if doc is not None:
+        return CaptchaSpec.from_dict(doc)
     if (path.parent / SPEC_FILE).is_file():
         return CaptchaSpec.load(path.parent)
     return None

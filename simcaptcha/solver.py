@@ -13,6 +13,7 @@ import numpy as np
 from . import quiet
 from .challenges import LoadResult, decode_image, load_captchas, read_image
 from .classifier import char_probs, decode_probs, is_ctc, predict_probs
+from .estimate import AccuracyCalibration, model_calibration
 from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
 from .onnx_backend import load_onnx_predictor
 from .preprocess import preprocess
@@ -28,6 +29,12 @@ def shipped_model_dir() -> Path:
     return Path(str(resources.files("simcaptcha.models")))
 
 
+def classifier_path(model: str | Path | None = None) -> Path:
+    """The classifier.keras a model argument names (a folder holding one, or the file); None: the shipped one."""
+    path = Path(model) if model else shipped_model_dir()
+    return path / "classifier.keras" if path.is_dir() else path
+
+
 def load_classifier(model: str | Path | None = None) -> tuple[object, CaptchaSpec]:
     """(Keras model, its captcha spec) from a model folder holding classifier.keras, or a .keras file;
     None: the model shipped with simcaptcha.
@@ -39,9 +46,7 @@ def load_classifier(model: str | Path | None = None) -> tuple[object, CaptchaSpe
     """
     import keras
 
-    path = Path(model) if model else shipped_model_dir()
-    if path.is_dir():
-        path = path / "classifier.keras"
+    path = classifier_path(model)
     if not path.is_file():
         hint = " (train one with `simcaptcha train`)" if model else " (this install ships no model; pass --model)"
         raise InputError(f"{path}: no classifier model{hint}")
@@ -81,6 +86,7 @@ class Solution:
     name: str
     text: str
     confidence: float
+    sure: bool | None = None  # above the model's calibrated certainty threshold (None: the model has no calibration)
 
 
 @dataclass
@@ -92,6 +98,14 @@ class SolveResult:
         """The k most confident answers (all when k is None), most confident first."""
         ranked = sorted(self.solutions, key=lambda s: -s.confidence)
         return ranked if k is None else ranked[:k]
+
+    def estimated_accuracy(self, k: int | None = None) -> float | None:
+        """The label-free estimate of the share of the top k answers (all: None) that are right; None where
+        the model carries no calibration (see simcaptcha.estimate)."""
+        kept = self.top(k)
+        if not kept or any(s.sure is None for s in kept):
+            return None
+        return sum(s.sure for s in kept) / len(kept)
 
     def contest_body(self, k: int | None = None) -> dict:
         return {"solutions": [{"name": s.name, "solution": s.text} for s in self.top(k)]}
@@ -164,9 +178,10 @@ class Solver:
     >>> answer.text, answer.confidence
     """
 
-    def __init__(self, predict, spec: CaptchaSpec, source: str, backend: str):
+    def __init__(self, predict, spec: CaptchaSpec, source: str, backend: str, calibration: AccuracyCalibration | None = None):
         self._predict = predict  # preprocessed (N, H, W, 1) float32 (uint8 RGB if predict.takes_rgb) -> probabilities
         self.spec, self.source, self.backend = spec, source, backend
+        self.calibration = calibration  # for a label-free accuracy estimate (None: the model file has none)
 
     @classmethod
     def load(cls, model: str | Path | None = None, backend: str = "auto") -> Solver:
@@ -189,11 +204,12 @@ class Solver:
             raise InputError(f"unknown backend {backend!r}: use keras, onnx or auto")
         quiet.tensorflow()
         keras_model, spec = load_classifier(path)
-        return cls.from_keras(keras_model, spec, str(path or shipped_model_dir()))
+        return cls.from_keras(keras_model, spec, str(path or shipped_model_dir()), model_calibration(classifier_path(path)))
 
     @classmethod
-    def from_keras(cls, keras_model, spec: CaptchaSpec, source: str = "keras model") -> Solver:
-        return cls(lambda x: predict_probs(keras_model, x), spec, source, "keras")
+    def from_keras(cls, keras_model, spec: CaptchaSpec, source: str = "keras model",
+                   calibration: AccuracyCalibration | None = None) -> Solver:
+        return cls(lambda x: predict_probs(keras_model, x), spec, source, "keras", calibration)
 
     def probabilities(self, rgb: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N, L, classes) slot or (N, T, classes + 1) CTC probabilities.
@@ -253,8 +269,10 @@ def solve_loaded(loaded: LoadResult, model, resize: bool = False) -> SolveResult
             result.errors.append(f"{c.source}: image is {w}x{h}, the model reads {size[0]}x{size[1]} (--resize to read it)")
     if not fitting:
         return result
-    answers = answers_from_probs(solver.probabilities(np.stack([c.image for c in fitting])), solver.spec)
-    result.solutions = [Solution(c.name, a.text, a.confidence) for c, a in zip(fitting, answers)]
+    probs = solver.probabilities(np.stack([c.image for c in fitting]))
+    answers = answers_from_probs(probs, solver.spec)
+    sure = solver.calibration.sure(probs).tolist() if solver.calibration is not None else [None] * len(answers)
+    result.solutions = [Solution(c.name, a.text, a.confidence, s) for c, a, s in zip(fitting, answers, sure)]
     return result
 
 
@@ -276,12 +294,39 @@ def write_solutions(result: SolveResult, out: Path, top: int | None = None) -> P
     out = Path(out)
     body = json.dumps(result.contest_body(top), indent=1).encode()
     confidence_path = confidence_path_for(out)
+    estimate = result.estimated_accuracy(top)
     write_json_atomic(confidence_path, {
         "solutions_sha256": sha256_hex(body),
         "confidences": {s.name: round(s.confidence, 6) for s in result.top(top)},
+        **({} if estimate is None else {"estimated_accuracy": round(estimate, 6)}),
     })
     write_atomic(out, body)
     return confidence_path
+
+
+def estimate_line(result: SolveResult, top: int | None = None) -> str:
+    """One line for people: the label-free accuracy estimate of all answers (and of the top K kept)."""
+    every = result.estimated_accuracy()
+    if every is None:
+        return "no accuracy estimate: this model carries no calibration (`simcaptcha calibrate` adds one)"
+    line = f"estimated accuracy without labels: {every:.1%} of {len(result.solutions)} answers"
+    kept = result.top(top)
+    if len(kept) < len(result.solutions):
+        line += f", {result.estimated_accuracy(top):.1%} of the {len(kept)} kept"
+    return line
+
+
+def read_estimate(path: Path, solutions: Path) -> float | None:
+    """The estimated accuracy a confidence file records for these solutions (None: none recorded, not a
+    confidence file, or one written for other solutions)."""
+    try:
+        doc = read_json(path, what="confidence file")
+    except InputError:
+        return None
+    if not isinstance(doc, dict) or doc.get("solutions_sha256") != sha256_hex(Path(solutions).read_bytes()):
+        return None
+    value = doc.get("estimated_accuracy") if isinstance(doc, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def read_confidences(path: Path, solutions: Path | None = None) -> dict[str, float]:

@@ -89,7 +89,7 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     args = [
         "pipeline", str(challenge_dir), str(held_out), "-o", str(tmp_path / "out"),
         "--eval-real", str(held_out), "--eval-labels", str(challenge_dir.parent / "labels.json"),
-        "--refiner-steps", "2", "--classifier-steps", "4", "--raw-view-steps", "3", "--selftrain-steps", "2", "--min-pseudo-labels", "1", "--synthetic-pool", "300", "--width", "0.5", "--rounds", "2", "--threshold", "0",
+        "--refiner-steps", "2", "--classifier-steps", "4", "--raw-view-steps", "3", "--selftrain-steps", "2", "--min-pseudo-labels", "1", "--synthetic-pool", "300", "--width", "0.5", "--calibration-captchas", "100", "--rounds", "2", "--threshold", "0",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -111,6 +111,13 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
         assert model.get_layer("conv_0").get_config()["filters"] == 8, view
     # the final model averages both views, and is scored on the held-out captchas
     assert report["final"]["averaged_views"] is True and 0 <= report["final"]["val/real_captcha_acc"] <= 1
+    # the final model carries its accuracy calibration; the pipeline prints and reports the label-free estimate
+    from simcaptcha.estimate import model_calibration
+
+    calibration = model_calibration(out / "model/classifier.keras")
+    assert calibration is not None and calibration.source == "100 refined synthetic captchas"
+    assert 0 <= report["estimated_accuracy"] <= 1 and 0 <= report["final"]["val/real_estimated_acc"] <= 1
+    assert "estimated accuracy without labels" in result.output
     assert {"member_0", "member_1"} <= {layer.name for layer in keras.models.load_model(out / "model/classifier.keras", compile=False).layers}
 
     # resume adds a round to the finished run without training the earlier stages again
@@ -180,7 +187,7 @@ def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length,
     args = ["pipeline", str(real), "-o", str(out), "--length", length, "--alphabet", alphabet, "--background", background,
             "--eval-real", str(held), "--eval-labels", str(held),  # labels from the file names
             "--refiner-steps", "2", "--classifier-steps", "3", "--raw-view-steps", "2", "--selftrain-steps", "2",
-            "--synthetic-pool", "64", "--width", "0.25", "--rounds", "1", "--threshold", "0", "--min-pseudo-labels", "1",
+            "--synthetic-pool", "64", "--width", "0.25", "--calibration-captchas", "64", "--rounds", "1", "--threshold", "0", "--min-pseudo-labels", "1",
             "--all-fonts"]  # choosing fonts trains a critic per font: tests/test_look.py checks it on its own
     if ink == "light":
         args += ["--ink", "light"]  # light glyphs over multicoloured stripes: no one ground colour to measure ink against
@@ -199,8 +206,10 @@ def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length,
     assert result.exit_code == 0, result.output
     answers = json.loads(solved.read_text())["solutions"]
     assert len(answers) == 8 and all(set(a["solution"]) <= set(spec.alphabet) for a in answers)
+    assert "estimated accuracy without labels" in result.output  # the model carries its calibration
     result = CliRunner().invoke(app, ["evaluate", str(solved), "--labels", str(held)])
     assert result.exit_code == 0 and "captcha accuracy" in result.output
+    assert "label-free estimate from solve" in result.output
 
 
 def test_pipeline_refuses_mixed_sizes_naming_each(tmp_path):

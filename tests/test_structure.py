@@ -14,7 +14,7 @@ LAYERS = [
     "challenges", "preprocess", "viz", "domaingap",
     "synth", "look",
     "refiner", "simgan",
-    "classifier", "selftrain", "distill",
+    "classifier", "estimate", "selftrain", "distill",
     "onnx_backend", "solver", "export",
     "raybatch", "service", "pipeline", "contest",
     "cli", "__main__", "__init__",

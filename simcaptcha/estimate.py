@@ -1,0 +1,113 @@
+"""How many real captchas a model reads right, estimated without a single label.
+
+Average thresholded confidence (ATC; Garg et al., "Leveraging unlabeled data to predict
+out-of-distribution performance", ICLR 2022): on captchas whose texts are known without anyone
+labelling them, held-out synthetic captchas passed through the refiner, find the certainty
+above which as many captchas lie as the model reads right; the share of real captchas above
+that same certainty estimates the share it reads right. Certainty is the negative entropy of
+the model's distributions summed over its slots (or CTC frames).
+
+The threshold is a property of the model: the pipeline measures it when it makes the model
+and saves it inside the model file (`simcaptcha_calibration.json`), so `solve` and the
+service can print an estimate for any captchas they read. Mean confidence alone was
+1-2.3 points low on challenge-14 (the averaged views are under-confident); see
+docs/results.md for this estimate's error there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import decode_probs, predict_probs
+from .files import InputError
+from .refiner import refine_images
+from .runs import model_entry
+from .spec import CaptchaSpec
+from .synth import Synthesizer, render_pool
+
+CALIBRATION_ENTRY = "simcaptcha_calibration.json"  # inside a .keras file, beside the captcha spec
+METHOD = "ATC, negative entropy"
+
+
+def certainty(probs: np.ndarray) -> np.ndarray:
+    """Per captcha: the sum over its slots (or CTC frames) of sum_c p log p (0 for a sure reading, lower when unsure)."""
+    p = np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)
+    return (p * np.log(p)).sum(-1).sum(-1)
+
+
+@dataclass(frozen=True)
+class AccuracyCalibration:
+    """The certainty threshold of one model: captchas above it count as read right."""
+
+    threshold: float
+    source: str  # what it was measured on, e.g. "2000 refined synthetic captchas"
+    source_accuracy: float  # the model's captcha accuracy there
+    method: str = METHOD
+
+    def sure(self, probs: np.ndarray) -> np.ndarray:
+        """(N,) bool: each captcha's certainty lies above the threshold."""
+        return certainty(probs) > self.threshold
+
+    def estimate(self, probs: np.ndarray) -> float | None:
+        """The estimated share of these captchas read right (None for none)."""
+        return float(self.sure(probs).mean()) if len(probs) else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc, where: str = "calibration") -> AccuracyCalibration:
+        if not isinstance(doc, dict):
+            raise InputError(f"{where}: expected a JSON object")
+        try:
+            threshold, accuracy = float(doc["threshold"]), float(doc["source_accuracy"])
+            source, method = str(doc.get("source", "")), str(doc.get("method", METHOD))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{where}: needs a numeric threshold and source_accuracy") from None
+        if not math.isfinite(threshold) or not 0.0 <= accuracy <= 1.0:
+            raise InputError(f"{where}: threshold must be finite and source_accuracy within 0-1")
+        if method != METHOD:
+            raise InputError(f"{where}: unknown method {method!r} (this version knows {METHOD!r})")
+        return cls(threshold, source, accuracy, method)
+
+
+def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str) -> AccuracyCalibration:
+    """The threshold that puts as many of these captchas above it as the model reads right (their true texts)."""
+    if len(probs) != len(texts) or not len(texts):
+        raise ValueError("calibrate needs one text per captcha, and at least one captcha")
+    read, _ = decode_probs(probs, spec)
+    accuracy = float(np.mean([r == t for r, t in zip(read, texts)]))
+    ranked = np.sort(certainty(probs))[::-1]  # surest first
+    k = int(round(accuracy * len(ranked)))
+    if k == 0:
+        threshold = float(ranked[0]) + 1.0
+    elif k == len(ranked):
+        threshold = float(ranked[-1]) - 1.0
+    else:
+        threshold = float((ranked[k - 1] + ranked[k]) / 2)
+    return AccuracyCalibration(threshold, source, round(accuracy, 6))
+
+
+def calibrate_model(model, x: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str) -> AccuracyCalibration:
+    """calibrate() on a Keras model's readings of preprocessed captchas."""
+    return calibrate(predict_probs(model, x), texts, spec, source)
+
+
+def calibrate_on_synthetic(model, synth: Synthesizer, refiner=None, captchas: int = 2000, seed: int = 7919) -> AccuracyCalibration:
+    """A Keras model's calibration on `captchas` fresh synthetic captchas (a seed no training stage draws
+    with), passed through `refiner` where one is given."""
+    pool = render_pool(synth, captchas, seed=seed)
+    x = pool.x if refiner is None else refine_images(refiner, pool.x)
+    texts = ["".join(synth.spec.alphabet[i] for i in row if i >= 0) for row in pool.labels]
+    source = f"{captchas} {'refined ' if refiner is not None else ''}synthetic captchas"
+    return calibrate(predict_probs(model, x), texts, synth.spec, source)
+
+
+def model_calibration(path: str | Path) -> AccuracyCalibration | None:
+    """The calibration saved inside a .keras file; None where the model has none (an estimate is then not printed)."""
+    doc = model_entry(path, CALIBRATION_ENTRY, "accuracy calibration")
+    return None if doc is None else AccuracyCalibration.from_dict(doc, f"{path} ({CALIBRATION_ENTRY})")

@@ -1,0 +1,96 @@
+"""The label-free accuracy estimate: a certainty threshold measured where labels are free, carried by the model."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from simcaptcha.cli import app
+from simcaptcha.estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate, certainty, model_calibration
+from simcaptcha.files import InputError
+from simcaptcha.spec import CaptchaSpec
+
+
+def readings(rng, spec, n, right_share, sharp=8.0):
+    """n captchas' slot probabilities and true texts: the share read right are sure, the rest unsure and wrong."""
+    texts, probs = [], []
+    for i in range(n):
+        idx = rng.integers(0, spec.num_classes, spec.max_length)
+        texts.append(spec.decode(idx))
+        right = i < round(right_share * n)
+        read = idx if right else (idx + 1) % spec.num_classes
+        logits = rng.normal(0, 0.3, (spec.max_length, spec.num_classes))
+        logits[np.arange(spec.max_length), read] += sharp if right else 1.5
+        p = np.exp(logits)
+        probs.append(p / p.sum(-1, keepdims=True))
+    return np.stack(probs).astype(np.float32), texts
+
+
+def test_threshold_learned_on_one_set_estimates_another():
+    spec = CaptchaSpec(50, 100, 4, 4, "0123456789abcdefghij")
+    rng = np.random.default_rng(0)
+    probs, texts = readings(rng, spec, 400, 0.7)
+    calibration = calibrate(probs, texts, spec, "400 synthetic captchas")
+    assert calibration.source_accuracy == pytest.approx(0.7)
+    # another set, read right far more often: the share above the threshold follows it
+    other, other_texts = readings(rng, spec, 300, 0.9)
+    assert calibration.estimate(other) == pytest.approx(0.9, abs=0.02)
+    assert calibration.estimate(other[:0]) is None
+    # a sure reading has certainty near 0, an unsure one far below
+    assert certainty(other[:1])[0] > certainty(other[-1:])[0]
+
+
+def test_calibration_round_trips_and_rejects_nonsense():
+    c = AccuracyCalibration(-1.25, "10 synthetic captchas", 0.5)
+    assert AccuracyCalibration.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    for bad in [[], {"threshold": "x", "source_accuracy": 0.5}, {"threshold": 1.0, "source_accuracy": 2.0},
+                {"threshold": float("nan"), "source_accuracy": 0.5}, {"threshold": 1.0, "source_accuracy": 0.5, "method": "other"}]:
+        with pytest.raises(InputError):
+            AccuracyCalibration.from_dict(bad)
+
+
+def test_calibrate_command_adds_the_calibration_and_solve_prints_the_estimate(tmp_path, spec):
+    from simcaptcha.classifier import ClassifierConfig, train_classifier
+    from simcaptcha.synth import Synthesizer
+
+    synth = Synthesizer(spec)
+    synth.save(tmp_path / "run")
+    train_classifier(ClassifierConfig(steps=2, batch_size=8, width=0.25, synthetic_pool=64), synth, tmp_path / "clf", progress=False)
+    model = tmp_path / "clf" / "classifier.keras"
+    before = model.read_bytes()
+    out = tmp_path / "calibrated" / "classifier.keras"
+    result = CliRunner().invoke(app, ["calibrate", str(tmp_path / "run"), "--model", str(model), "-o", str(out), "--captchas", "100"])
+    assert result.exit_code == 0, result.output
+    assert model.read_bytes() == before  # the input is not touched
+    calibration = model_calibration(out)
+    assert calibration is not None and calibration.source == "100 synthetic captchas"
+    # the weights are the same; calibrating again replaces the entry instead of adding a second one
+    again = tmp_path / "again.keras"
+    assert CliRunner().invoke(app, ["calibrate", str(tmp_path / "run"), "--model", str(out), "-o", str(again), "--captchas", "100",
+                                    "--seed", "3"]).exit_code == 0
+    with zipfile.ZipFile(again) as a, zipfile.ZipFile(model) as m:
+        assert [i.filename for i in a.infolist()].count(CALIBRATION_ENTRY) == 1
+        weights = [n for n in m.namelist() if n.endswith(".h5")]
+        assert weights and all(a.read(n) == m.read(n) for n in weights)
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for k, image in enumerate(synth.render_batch(6, 5)[0]):
+        Image.fromarray(image).save(images / f"c{k}.png")
+    result = CliRunner().invoke(app, ["solve", str(images), "-o", str(tmp_path / "s.json"), "--model", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "estimated accuracy without labels" in result.output
+    assert "estimated_accuracy" in json.loads((tmp_path / "s.confidence.json").read_text())
+    # a model without a calibration says so instead of guessing
+    result = CliRunner().invoke(app, ["solve", str(images), "-o", str(tmp_path / "t.json"), "--model", str(model)])
+    assert result.exit_code == 0 and "no accuracy estimate" in result.output
+    # a calibration entry that is not one is refused in one line
+    broken = tmp_path / "broken.keras"
+    from simcaptcha.runs import copy_model_with_entries
+
+    copy_model_with_entries(model, broken, {CALIBRATION_ENTRY: {"threshold": "high"}})
+    with pytest.raises(InputError, match="calibration"):
+        model_calibration(broken)
