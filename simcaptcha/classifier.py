@@ -55,12 +55,28 @@ class ClassifierConfig:
     synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
 
 
-def resolve_head(head: str, spec: CaptchaSpec) -> str:
-    """'auto' -> 'slots' for a fixed text length, 'ctc' for a range; 'slots' for a range is an InputError."""
+# auto picks the CTC head for a fixed length too where the synthesizer moves characters sideways by at least
+# this share of their pitch: a slot reads a window about a fixed place. (HackMIT: 0.30, slots 92.1% vs CTC
+# 91.4%; the `captcha` style, fitted: 0.5-0.7, CTC 16.0% vs slots 8.1%; docs/results.md.)
+MOVING_CHARACTERS = 0.4
+
+
+def character_drift(synth: Synthesizer) -> float:
+    """How far the synthesizer moves a character sideways (either way), as a share of the character pitch."""
+    centers = synth.mean_centers(synth.spec.max_length)
+    pitch = float(np.diff(centers).mean()) if len(centers) > 1 else synth.spec.width / 2
+    return synth.config.x_jitter * synth.sx / max(pitch, 1e-9)
+
+
+def resolve_head(head: str, spec: CaptchaSpec, synth: Synthesizer | None = None) -> str:
+    """'auto' -> 'slots' for a fixed text length (unless `synth` moves its characters by MOVING_CHARACTERS of
+    their pitch or more), 'ctc' for a range; 'slots' for a range is an InputError."""
     if head not in HEADS:
         raise InputError(f"head {head!r}: expected one of {', '.join(HEADS)}")
     if head == "auto":
-        return "slots" if spec.fixed_length else "ctc"
+        if not spec.fixed_length or (synth is not None and character_drift(synth) >= MOVING_CHARACTERS):
+            return "ctc"
+        return "slots"
     if head == "slots" and not spec.fixed_length:
         raise InputError(f"the slot head reads a fixed number of characters; texts of {spec.length_text} need --head ctc")
     return head
@@ -369,7 +385,7 @@ def train_classifier(
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
         cfg = run.load_config(ClassifierConfig)
-    cfg = replace(cfg, head=resolve_head(cfg.head, spec))
+    cfg = replace(cfg, head=resolve_head(cfg.head, spec, synth))
     run.save_config(cfg)
     spec.save(run.path)
     synth.save(run.path)

@@ -41,7 +41,7 @@ PathsArg = typer.Argument(..., help="Challenge files (JSON, no extension needed)
 LENGTH_HELP = "Characters per captcha: a number (5) or a range (4-6)."
 ALPHABET_HELP = "Characters the captchas use: ranges and literals (a-z0-9, 0-9A-F, 23456789abcdefhkmnpqrstuvwxyz), or a file holding them."
 RESIZE_HELP = "Resize every captcha to WIDTHxHEIGHT first (for a folder of mixed sizes); default: all must have one size."
-HEAD_HELP = "Recognizer head: slots (one softmax per character window; fixed length), ctc (reads any length in range), auto (slots for a fixed length, ctc for a range)."
+HEAD_HELP = "Recognizer head: slots (one softmax per character window; fixed length), ctc (reads any length in range), auto (slots for a fixed length where characters keep to their places, ctc for a range or where the synthesizer fitted to the captchas moves characters by 0.4 of their pitch or more)."
 
 
 def parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .challenges import LoadResult
-from .classifier import (ClassifierConfig, RealEval, accuracy, average_classifiers, decode_probs, is_ctc, predict_probs, resolve_head,
+from .classifier import (ClassifierConfig, RealEval, accuracy, average_classifiers, character_drift, decode_probs, is_ctc, predict_probs, resolve_head,
                          slot_window, train_classifier)
 from .estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate_on_synthetic
 from .domaingap import GapReport, health_alarms, label_preservation
@@ -154,7 +154,7 @@ class Pipeline:
     def view_configs(self) -> dict[str, ClassifierConfig]:
         cfg = self.cfg
         base = ClassifierConfig(seed=cfg.seed, width=cfg.classifier_width, synthetic_pool=cfg.synthetic_pool,
-                                head=resolve_head(cfg.head, self.spec))
+                                head=resolve_head(cfg.head, self.spec, self.synthesizer()))
         base = replace(base, head_window=slot_window(self.synthesizer(), base))  # wider where characters move more
         return {"a": replace(base, steps=cfg.classifier_steps, refiner=str(self.refiner_path)),
                 "b": replace(base, steps=cfg.raw_view_steps, seed=cfg.seed + 1)}
@@ -198,6 +198,7 @@ class Pipeline:
         """Measure the real captchas' look and write the synthesizer every later stage draws with."""
         if self.resume and (self.out / "synth.json").is_file():
             self.log("look: the synthesizer of the earlier run is kept (synth.json)")
+            self.log_head()
             return
         if self.look is None:
             self.look = estimate_look(self.images, jpeg=self.loaded.mostly_jpeg(), seed=self.cfg.seed)
@@ -219,6 +220,13 @@ class Pipeline:
         self.report["synthesizer"] = mode
         Synthesizer(self.spec, background, config).save(self.out)
         self._synth = None  # read back from what was just saved
+        self.log_head()
+
+    def log_head(self) -> None:
+        head = resolve_head(self.cfg.head, self.spec, self.synthesizer())
+        self.report["head"] = head
+        self.log(f"recognizer head: {head} (--head {self.cfg.head}; the synthesizer moves characters by up to "
+                 f"{character_drift(self.synthesizer()):.2f} of their pitch)")
 
     def fitted_config(self) -> SynthConfig:
         """The look's synthesizer settings, drawn with the fonts that fit the real captchas best."""

@@ -58,6 +58,7 @@ class SynthConfig:
     ink: tuple[int, int] = (235, 255)  # character colour, a near-white grey level range
     jpeg_quality: tuple[int, int] = (45, 55)  # real HackMIT captchas are quality 50, 4:2:0
     width_scale: tuple[float, float] = (0.9, 1.35)  # horizontal stretch: the real glyphs are ~10% wider than the fonts'
+    height_scale: tuple[float, float] = (1.0, 1.0)  # vertical stretch of each glyph on its own (sites that vary glyph heights)
     # Glyph shapes no single open font has, fitted to the real captchas' most confused characters:
     char_fonts: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("g", ("GilliusADF", "OpenSans", "Karla", "Cabin")),  # the real g is two-storey
@@ -279,7 +280,7 @@ class Synthesizer:
             size = int(rng.integers(self.font_size[0], self.font_size[1] + 1))
             angle = rng.uniform(-cfg.rotation, cfg.rotation)
             stroke = int(rng.integers(cfg.stroke[0], cfg.stroke[1] + 1))
-            sx_range, sy_range = self.char_scale.get(char, (cfg.width_scale, (1.0, 1.0)))
+            sx_range, sy_range = self.char_scale.get(char, (cfg.width_scale, cfg.height_scale))
             stretch_x, stretch_y = rng.uniform(*sx_range), rng.uniform(*sy_range)
             open_four = char == "4" and rng.random() < cfg.open_four
             glyph = _open_four(size, stroke, box) if open_four else _glyph(font, size, char, stroke, box)

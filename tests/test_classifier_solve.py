@@ -323,3 +323,23 @@ def test_labels_from_file_names(tmp_path):
         Image.new("RGB", (20, 10)).save(tmp_path / name)
     labels, problems = read_labels(tmp_path)
     assert labels == {"abcd": "abcd", "abcd_17": "abcd", "x9y2": "x9y2"} and not problems
+
+
+def test_auto_head_reads_moving_characters_with_ctc(spec):
+    from dataclasses import replace
+
+    import pytest
+
+    from simcaptcha.classifier import character_drift, resolve_head
+    from simcaptcha.files import InputError
+    from simcaptcha.spec import CaptchaSpec
+    from simcaptcha.synth import SynthConfig, Synthesizer
+
+    hackmit = Synthesizer(spec)
+    assert character_drift(hackmit) < 0.4 and resolve_head("auto", spec, hackmit) == "slots"
+    moving = Synthesizer(spec, None, replace(SynthConfig(), x_jitter=15.0))  # characters wander over their neighbours' places
+    assert character_drift(moving) > 0.4 and resolve_head("auto", spec, moving) == "ctc"
+    assert resolve_head("slots", spec, moving) == "slots"  # asked for: kept
+    assert resolve_head("auto", CaptchaSpec.from_flags(50, 100, "3-5", "a-z")) == "ctc"
+    with pytest.raises(InputError):
+        resolve_head("slots", CaptchaSpec.from_flags(50, 100, "3-5", "a-z"))

@@ -74,3 +74,22 @@ def test_noise_dots_and_lines_are_drawn_in_the_ink_colour_and_measured():
         (one, _), (two, _) = plain.render_batch(1, seed), noisy.render_batch(1, seed)
         changed = two[0][(one[0] != two[0]).any(-1)]
         assert len(changed) > 30 and np.mean([tuple(p) in inks for p in changed]) > 0.9  # what was added is ink-coloured
+
+
+def test_tall_narrow_glyphs_are_measured_and_the_fit_ranges_about_them():
+    """Captchas drawn with tall, narrow glyphs: the look measures their height, and the fitted synthesizer draws
+    glyphs over a range of widths that holds the drawn ones, in a band as high as theirs."""
+    from dataclasses import replace
+
+    from simcaptcha.look import glyph_heights, probe_ink
+
+    spec = CaptchaSpec.from_flags(60, 160, "5", "a-z", "dark")
+    drawn = replace(DARK_ON_LIGHT, font_size=(30, 36), height_scale=(1.3, 1.5), width_scale=(0.55, 0.65), dots=0.0)
+    images, _ = Synthesizer(spec, None, drawn).render_batch(150, seed=5)
+    look = estimate_look(images)
+    plain = replace(drawn, height_scale=(1.0, 1.0))
+    assert look.glyph_height[1] > 1.1 * glyph_heights(probe_ink(Synthesizer(spec, None, plain), 150, 5))[1]  # taller than unstretched
+    cfg = fit_synth_config(look, spec, SynthConfig(fonts=DARK_ON_LIGHT.fonts), log=lambda *_: None)
+    assert cfg.width_scale[0] < 0.6 < cfg.width_scale[1]  # the drawn width lies in the fitted range
+    assert cfg.height_scale[0] < 1.0 < cfg.height_scale[1]
+    assert abs(synthetic_band(Synthesizer(spec, None, cfg), n=40)[1] - look.band[1]) <= 0.15 * look.band[1]
