@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import decode_probs, predict_probs
+from .classifier import decode_probs, is_ctc, predict_probs
 from .files import InputError
 from .refiner import refine_images
 from .runs import model_entry
@@ -47,6 +47,7 @@ class AccuracyCalibration:
     source: str  # what it was measured on, e.g. "2000 refined synthetic captchas"
     source_accuracy: float  # the model's captcha accuracy there
     method: str = METHOD
+    head: str = "slots"  # the model's head: the estimate was far off for CTC models (docs/results.md)
 
     def sure(self, probs: np.ndarray) -> np.ndarray:
         """(N,) bool: each captcha's certainty lies above the threshold."""
@@ -65,14 +66,22 @@ class AccuracyCalibration:
             raise InputError(f"{where}: expected a JSON object")
         try:
             threshold, accuracy = float(doc["threshold"]), float(doc["source_accuracy"])
-            source, method = str(doc.get("source", "")), str(doc.get("method", METHOD))
+            source, method, head = str(doc.get("source", "")), str(doc.get("method", METHOD)), str(doc.get("head", "slots"))
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{where}: needs a numeric threshold and source_accuracy") from None
         if not math.isfinite(threshold) or not 0.0 <= accuracy <= 1.0:
             raise InputError(f"{where}: threshold must be finite and source_accuracy within 0-1")
         if method != METHOD:
             raise InputError(f"{where}: unknown method {method!r} (this version knows {METHOD!r})")
-        return cls(threshold, source, accuracy, method)
+        if head not in ("slots", "ctc"):
+            raise InputError(f"{where}: head must be slots or ctc")
+        return cls(threshold, source, accuracy, method, head)
+
+    def caveat(self) -> str | None:
+        """What a reader of the estimate should know about it for this model (None: nothing)."""
+        if self.head == "ctc":
+            return "a CTC model: this estimate was 7-28 points off in the measurements so far, treat it as a rough guide"
+        return None
 
 
 def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str) -> AccuracyCalibration:
@@ -89,7 +98,7 @@ def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: st
         threshold = float(ranked[-1]) - 1.0
     else:
         threshold = float((ranked[k - 1] + ranked[k]) / 2)
-    return AccuracyCalibration(threshold, source, round(accuracy, 6))
+    return AccuracyCalibration(threshold, source, round(accuracy, 6), head="ctc" if is_ctc(probs, spec) else "slots")
 
 
 def calibrate_model(model, x: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str) -> AccuracyCalibration:

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .files import InputError, write_atomic
-from .onnx_backend import SPEC_KEY
+from .estimate import AccuracyCalibration, model_calibration
+from .onnx_backend import CALIBRATION_KEY, SPEC_KEY
 from .preprocess import _LUMA_OVER_255
-from .solver import load_classifier
+from .solver import classifier_path, load_classifier
 from .spec import CaptchaSpec
 
 OPSET = 17
@@ -197,10 +198,10 @@ def _walk(g: _Graph, model, inputs: list[tuple[str, str]]) -> list[tuple[str, st
     return [names[id(t)] for t in model.outputs]
 
 
-def to_onnx(model, spec: CaptchaSpec):
+def to_onnx(model, spec: CaptchaSpec, calibration: AccuracyCalibration | None = None):
     """A Keras classifier (N, H, W, 1) -> L x (N, classes), or one CTC output (N, T, classes + 1), as an
     onnx.ModelProto taking uint8 RGB `image` (N, H, W, 3), preprocessing included, with one output
-    `probs`: (N, L, classes) or (N, T, classes + 1)."""
+    `probs`: (N, L, classes) or (N, T, classes + 1). The spec (and the calibration, if any) go in its metadata."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -223,7 +224,10 @@ def to_onnx(model, spec: CaptchaSpec):
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="simcaptcha")
     proto.ir_version = 8  # readable by every onnxruntime of the last years
-    helper.set_model_props(proto, {SPEC_KEY: json.dumps(exported_spec(spec))})
+    props = {SPEC_KEY: json.dumps(exported_spec(spec))}
+    if calibration is not None:
+        props[CALIBRATION_KEY] = json.dumps(calibration.to_dict())
+    helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
     return proto
 
@@ -235,6 +239,6 @@ def export_onnx(model_path: str | Path | None, out: str | Path) -> dict:
     except ImportError:
         raise InputError("exporting needs the onnx package: pip install 'simcaptcha[onnx]'") from None
     model, spec = load_classifier(model_path)
-    proto = to_onnx(model, spec)
+    proto = to_onnx(model, spec, model_calibration(classifier_path(model_path)))
     write_atomic(out, proto.SerializeToString())
     return exported_spec(spec)

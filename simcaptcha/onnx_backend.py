@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import InputError
+from .estimate import AccuracyCalibration
+from .files import InputError, parse_json
 from .spec import CaptchaSpec
 
+CALIBRATION_KEY = "simcaptcha_calibration"  # its accuracy calibration, where the Keras model had one (simcaptcha.estimate)
 SPEC_KEY = "simcaptcha_spec"  # the metadata entry holding an exported model's captcha spec
 BATCH = 512
 # What a model's input is: uint8 RGB it preprocesses itself, or preprocess()'s float output.
@@ -68,4 +70,7 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None) -> tuple[o
         return np.concatenate(parts)
 
     predict.takes_rgb = spec["input"] == "rgb"  # the model preprocesses itself
+    calibration = session.get_modelmeta().custom_metadata_map.get(CALIBRATION_KEY)
+    predict.calibration = None if calibration is None else AccuracyCalibration.from_dict(
+        parse_json(calibration.encode(), f"{path} ({CALIBRATION_KEY})", "accuracy calibration"), f"{path} ({CALIBRATION_KEY})")
     return predict, captcha

@@ -93,6 +93,7 @@ class Solution:
 class SolveResult:
     solutions: list[Solution] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    estimate_caveat: str | None = None  # what to know about the accuracy estimate for this model
 
     def top(self, k: int | None) -> list[Solution]:
         """The k most confident answers (all when k is None), most confident first."""
@@ -199,7 +200,7 @@ class Solver:
             if path is None:
                 raise InputError("the ONNX backend needs a model.onnx (make one with `simcaptcha export`)")
             predict, spec = load_onnx_predictor(path)
-            return cls(predict, spec, str(path), "onnx")
+            return cls(predict, spec, str(path), "onnx", getattr(predict, "calibration", None))
         if backend != "keras":
             raise InputError(f"unknown backend {backend!r}: use keras, onnx or auto")
         quiet.tensorflow()
@@ -272,6 +273,7 @@ def solve_loaded(loaded: LoadResult, model, resize: bool = False) -> SolveResult
     probs = solver.probabilities(np.stack([c.image for c in fitting]))
     answers = answers_from_probs(probs, solver.spec)
     sure = solver.calibration.sure(probs).tolist() if solver.calibration is not None else [None] * len(answers)
+    result.estimate_caveat = solver.calibration.caveat() if solver.calibration is not None else None
     result.solutions = [Solution(c.name, a.text, a.confidence, s) for c, a, s in zip(fitting, answers, sure)]
     return result
 
@@ -308,11 +310,14 @@ def estimate_line(result: SolveResult, top: int | None = None) -> str:
     """One line for people: the label-free accuracy estimate of all answers (and of the top K kept)."""
     every = result.estimated_accuracy()
     if every is None:
-        return "no accuracy estimate: this model carries no calibration (`simcaptcha calibrate` adds one)"
+        return ("no accuracy estimate: this model carries no calibration (models made by `simcaptcha pipeline` do; "
+                "`simcaptcha calibrate` adds one to a Keras model, and `export` carries it into ONNX)")
     line = f"estimated accuracy without labels: {every:.1%} of {len(result.solutions)} answers"
     kept = result.top(top)
     if len(kept) < len(result.solutions):
         line += f", {result.estimated_accuracy(top):.1%} of the {len(kept)} kept"
+    if result.estimate_caveat:
+        line += f" ({result.estimate_caveat})"
     return line
 
 

@@ -96,6 +96,10 @@ def test_onnx_gives_the_same_answers_as_keras(tmp_path, shipped):
         args = ["solve", str(SAMPLE), "-o", str(tmp_path / name)] + (["--model", str(model)] if model else [])
         assert runner.invoke(app, args).exit_code == 0
     assert json.loads((tmp_path / "o.json").read_text()) == json.loads((tmp_path / "k.json").read_text())
+    # the shipped model's accuracy calibration travels into the ONNX file: the same estimate
+    assert onnx_solver.calibration is not None and onnx_solver.calibration == shipped.calibration
+    estimates = [json.loads((tmp_path / n).with_suffix(".confidence.json").read_text())["estimated_accuracy"] for n in ("o.json", "k.json")]
+    assert estimates[0] == estimates[1]
 
 
 def test_onnx_solving_imports_no_tensorflow(tmp_path):

@@ -94,3 +94,13 @@ def test_calibrate_command_adds_the_calibration_and_solve_prints_the_estimate(tm
     copy_model_with_entries(model, broken, {CALIBRATION_ENTRY: {"threshold": "high"}})
     with pytest.raises(InputError, match="calibration"):
         model_calibration(broken)
+
+
+def test_a_ctc_calibration_says_its_estimate_is_rough():
+    spec = CaptchaSpec(40, 120, 2, 4, "abc")
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(spec.num_classes + 1), size=(50, 12)).astype(np.float32)  # (N, T, classes + blank)
+    calibration = calibrate(probs, ["ab"] * 50, spec, "50 synthetic captchas")
+    assert calibration.head == "ctc" and "CTC" in calibration.caveat()
+    assert AccuracyCalibration.from_dict(calibration.to_dict()) == calibration
+    assert AccuracyCalibration(-1.0, "x", 0.5).caveat() is None  # a slot model's estimate needs no warning

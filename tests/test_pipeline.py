@@ -184,7 +184,7 @@ def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length,
     write_captcha_folder(real, spec, 24, seed=1, dark=ink == "dark")
     write_captcha_folder(held, spec, 8, seed=2, dark=ink == "dark")
     out = tmp_path / "out"
-    args = ["pipeline", str(real), "-o", str(out), "--length", length, "--alphabet", alphabet, "--background", background,
+    args = ["pipeline", str(real), "-o", str(out), "--length", length, "--alphabet", alphabet, "--background", background, "--head", head,
             "--eval-real", str(held), "--eval-labels", str(held),  # labels from the file names
             "--refiner-steps", "2", "--classifier-steps", "3", "--raw-view-steps", "2", "--selftrain-steps", "2",
             "--synthetic-pool", "64", "--width", "0.25", "--calibration-captchas", "64", "--rounds", "1", "--threshold", "0", "--min-pseudo-labels", "1",
