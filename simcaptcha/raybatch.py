@@ -42,8 +42,11 @@ class SolveBatch:
         self.solver = Solver.load(model)
 
     def __call__(self, batch: dict) -> dict:
-        answers = answers_from_probs(self.solver.probabilities(np.asarray(batch["image"], np.uint8)), self.solver.spec)
-        return {"order": batch["order"], "name": batch["name"], "error": batch["error"],
+        probs = self.solver.probabilities(np.asarray(batch["image"], np.uint8))
+        answers = answers_from_probs(probs, self.solver.spec)
+        calibration = self.solver.calibration  # 1 / 0: above / below its certainty threshold; -1: no calibration
+        sure = calibration.sure(probs).astype(np.int8) if calibration is not None else np.full(len(answers), -1, np.int8)
+        return {"order": batch["order"], "name": batch["name"], "error": batch["error"], "sure": sure,
                 "text": np.array([a.text for a in answers]), "confidence": np.array([a.confidence for a in answers])}
 
 
@@ -55,7 +58,8 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
     except ImportError:
         raise InputError("solving on Ray needs Ray Data: pip install 'simcaptcha[ray]'") from None
     files = captcha_files(paths)
-    size = Solver.load(model).spec.size  # the model fails here, once, rather than in every actor
+    solver = Solver.load(model)  # the model fails here, once, rather than in every actor
+    size = solver.spec.size
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  num_cpus=None if address else os.cpu_count())
@@ -67,7 +71,7 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
     ds = ds.map_batches(SolveBatch, fn_constructor_kwargs={"model": str(model) if model else None},
                         batch_size=batch_size, concurrency=actors or 1, batch_format="numpy")
     rows = sorted(ds.take_all(), key=lambda r: r["order"])  # file order, then order within a file (kept by preserve_order)
-    result, seen = SolveResult(), {}
+    result, seen = SolveResult(estimate_caveat=solver.calibration.caveat() if solver.calibration else None), {}
     for r in rows:
         if r["error"]:
             result.errors.append(str(r["error"]))
@@ -75,5 +79,6 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
             result.errors.append(f"{files[r['order']]}: duplicate name {r['name']} (first read in {files[seen[r['name']]]}); skipped")
         else:
             seen[r["name"]] = r["order"]
-            result.solutions.append(Solution(str(r["name"]), str(r["text"]), float(r["confidence"])))
+            sure = None if int(r["sure"]) < 0 else bool(r["sure"])
+            result.solutions.append(Solution(str(r["name"]), str(r["text"]), float(r["confidence"]), sure))
     return result

@@ -35,5 +35,7 @@ def test_ray_solves_a_few_hundred_captchas_like_the_plain_solver(tmp_path, synth
     assert len(on_ray.solutions) == len(plain.solutions) == 300
     assert [(s.name, s.text) for s in on_ray.solutions] == [(s.name, s.text) for s in plain.solutions]
     assert max(abs(a.confidence - b.confidence) for a, b in zip(on_ray.solutions, plain.solutions)) < 1e-5
+    # the shipped model's calibration reaches Ray's actors: the same label-free estimate
+    assert on_ray.estimated_accuracy() is not None and on_ray.estimated_accuracy() == plain.estimated_accuracy()
     assert sorted(e.split(":")[0] for e in on_ray.errors) == sorted(e.split(":")[0] for e in plain.errors)
     assert len(on_ray.errors) == 3  # the bad name, the repeated name, the broken file
