@@ -77,11 +77,12 @@ class AccuracyCalibration:
             raise InputError(f"{where}: head must be slots or ctc")
         return cls(threshold, source, accuracy, method, head)
 
-    def caveat(self) -> str | None:
-        """What a reader of the estimate should know about it for this model (None: nothing)."""
-        if self.head == "ctc":
-            return "a CTC model: this estimate was 7-28 points off in the measurements so far, treat it as a rough guide"
-        return None
+
+def caveat(ctc: bool) -> str | None:
+    """What a reader of the estimate should know about it for a model of this head (None: nothing)."""
+    if ctc:
+        return "a CTC model: this estimate was 7-28 points off in the measurements so far, treat it as a rough guide"
+    return None
 
 
 def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str) -> AccuracyCalibration:

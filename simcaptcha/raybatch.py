@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .challenges import LoadResult, captcha_files, read_captcha_file
+from .estimate import caveat
 from .files import InputError
 from .solver import Solution, SolveResult, Solver, answers_from_probs
 
@@ -71,7 +72,7 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
     ds = ds.map_batches(SolveBatch, fn_constructor_kwargs={"model": str(model) if model else None},
                         batch_size=batch_size, concurrency=actors or 1, batch_format="numpy")
     rows = sorted(ds.take_all(), key=lambda r: r["order"])  # file order, then order within a file (kept by preserve_order)
-    result, seen = SolveResult(estimate_caveat=solver.calibration.caveat() if solver.calibration else None), {}
+    result, seen = SolveResult(estimate_caveat=caveat(solver.calibration.head == "ctc") if solver.calibration else None), {}
     for r in rows:
         if r["error"]:
             result.errors.append(str(r["error"]))

@@ -13,7 +13,7 @@ import numpy as np
 from . import quiet
 from .challenges import LoadResult, decode_image, load_captchas, read_image
 from .classifier import char_probs, decode_probs, is_ctc, predict_probs
-from .estimate import AccuracyCalibration, model_calibration
+from .estimate import AccuracyCalibration, caveat, model_calibration
 from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
 from .onnx_backend import load_onnx_predictor
 from .preprocess import preprocess
@@ -273,7 +273,7 @@ def solve_loaded(loaded: LoadResult, model, resize: bool = False) -> SolveResult
     probs = solver.probabilities(np.stack([c.image for c in fitting]))
     answers = answers_from_probs(probs, solver.spec)
     sure = solver.calibration.sure(probs).tolist() if solver.calibration is not None else [None] * len(answers)
-    result.estimate_caveat = solver.calibration.caveat() if solver.calibration is not None else None
+    result.estimate_caveat = caveat(is_ctc(probs, solver.spec)) if solver.calibration is not None else None
     result.solutions = [Solution(c.name, a.text, a.confidence, s) for c, a, s in zip(fitting, answers, sure)]
     return result
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simcaptcha.cli import app
-from simcaptcha.estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate, certainty, model_calibration
+from simcaptcha.estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate, caveat, certainty, model_calibration
 from simcaptcha.files import InputError
 from simcaptcha.spec import CaptchaSpec
 
@@ -101,6 +101,6 @@ def test_a_ctc_calibration_says_its_estimate_is_rough():
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(spec.num_classes + 1), size=(50, 12)).astype(np.float32)  # (N, T, classes + blank)
     calibration = calibrate(probs, ["ab"] * 50, spec, "50 synthetic captchas")
-    assert calibration.head == "ctc" and "CTC" in calibration.caveat()
+    assert calibration.head == "ctc" and "CTC" in caveat(True)
     assert AccuracyCalibration.from_dict(calibration.to_dict()) == calibration
-    assert AccuracyCalibration(-1.0, "x", 0.5).caveat() is None  # a slot model's estimate needs no warning
+    assert caveat(False) is None  # a slot model's estimate needs no warning
