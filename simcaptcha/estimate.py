@@ -8,8 +8,8 @@ that same certainty estimates the share it reads right. Certainty is the negativ
 the model's distributions summed over its slots (or CTC frames).
 
 The threshold is a property of the model: the pipeline measures it when it makes the model
-and saves it inside the model file (`simcaptcha_calibration.json`), so `solve` and the
-service can print an estimate for any captchas they read. Mean confidence alone was
+and saves it inside the model file (`simcaptcha_calibration.json`, and the ONNX metadata on
+export), so `solve` (plain, on Ray, or with an ONNX model) prints an estimate for any captchas it reads. Mean confidence alone was
 1-2.3 points low on challenge-14 (the averaged views are under-confident); see
 docs/results.md for this estimate's error there.
 """
@@ -78,9 +78,9 @@ class AccuracyCalibration:
         return cls(threshold, source, accuracy, method, head)
 
 
-def caveat(ctc: bool) -> str | None:
-    """What a reader of the estimate should know about it for a model of this head (None: nothing)."""
-    if ctc:
+def caveat(probs: np.ndarray, spec: CaptchaSpec) -> str | None:
+    """What a reader of the estimate should know about it for the model that gave these probabilities (None: nothing)."""
+    if is_ctc(probs, spec):
         return "a CTC model: this estimate was 7-28 points off in the measurements so far, treat it as a rough guide"
     return None
 
@@ -102,17 +102,12 @@ def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: st
     return AccuracyCalibration(threshold, source, round(accuracy, 6), head="ctc" if is_ctc(probs, spec) else "slots")
 
 
-def calibrate_model(model, x: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str) -> AccuracyCalibration:
-    """calibrate() on a Keras model's readings of preprocessed captchas."""
-    return calibrate(predict_probs(model, x), texts, spec, source)
-
-
 def calibrate_on_synthetic(model, synth: Synthesizer, refiner=None, captchas: int = 2000, seed: int = 7919) -> AccuracyCalibration:
     """A Keras model's calibration on `captchas` fresh synthetic captchas (a seed no training stage draws
     with), passed through `refiner` where one is given."""
     pool = render_pool(synth, captchas, seed=seed)
     x = pool.x if refiner is None else refine_images(refiner, pool.x)
-    texts = ["".join(synth.spec.alphabet[i] for i in row if i >= 0) for row in pool.labels]
+    texts = [synth.spec.decode(row[row >= 0]) for row in pool.labels]
     source = f"{captchas} {'refined ' if refiner is not None else ''}synthetic captchas"
     return calibrate(predict_probs(model, x), texts, synth.spec, source)
 

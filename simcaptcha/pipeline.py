@@ -379,8 +379,9 @@ class Pipeline:
         seconds = time.perf_counter() - start
         write_solutions(result, self.out / "solutions.json")
         self.log(estimate_line(result))
-        if result.estimated_accuracy() is not None:
-            self.report["estimated_accuracy"] = round(result.estimated_accuracy(), 6)
+        estimate = result.estimated_accuracy()
+        if estimate is not None:
+            self.report["estimated_accuracy"] = round(estimate, 6)
         self.report["solve"] = {"captchas": len(result.solutions), "seconds": round(seconds, 2),
                                 "per_second": round(len(result.solutions) / max(seconds, 1e-9))}
 

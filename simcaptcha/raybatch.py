@@ -47,7 +47,9 @@ class SolveBatch:
         answers = answers_from_probs(probs, self.solver.spec)
         calibration = self.solver.calibration  # 1 / 0: above / below its certainty threshold; -1: no calibration
         sure = calibration.sure(probs).astype(np.int8) if calibration is not None else np.full(len(answers), -1, np.int8)
+        note = (caveat(probs, self.solver.spec) if calibration is not None else None) or ""
         return {"order": batch["order"], "name": batch["name"], "error": batch["error"], "sure": sure,
+                "caveat": np.array([note] * len(answers)),
                 "text": np.array([a.text for a in answers]), "confidence": np.array([a.confidence for a in answers])}
 
 
@@ -72,7 +74,7 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
     ds = ds.map_batches(SolveBatch, fn_constructor_kwargs={"model": str(model) if model else None},
                         batch_size=batch_size, concurrency=actors or 1, batch_format="numpy")
     rows = sorted(ds.take_all(), key=lambda r: r["order"])  # file order, then order within a file (kept by preserve_order)
-    result, seen = SolveResult(estimate_caveat=caveat(solver.calibration.head == "ctc") if solver.calibration else None), {}
+    result, seen = SolveResult(), {}
     for r in rows:
         if r["error"]:
             result.errors.append(str(r["error"]))
@@ -80,6 +82,7 @@ def solve_with_ray(paths, model: str | Path | None = None, batch_size: int = 512
             result.errors.append(f"{files[r['order']]}: duplicate name {r['name']} (first read in {files[seen[r['name']]]}); skipped")
         else:
             seen[r["name"]] = r["order"]
+            result.estimate_caveat = result.estimate_caveat or str(r["caveat"]) or None
             sure = None if int(r["sure"]) < 0 else bool(r["sure"])
             result.solutions.append(Solution(str(r["name"]), str(r["text"]), float(r["confidence"]), sure))
     return result

@@ -101,6 +101,7 @@ def test_a_ctc_calibration_says_its_estimate_is_rough():
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(spec.num_classes + 1), size=(50, 12)).astype(np.float32)  # (N, T, classes + blank)
     calibration = calibrate(probs, ["ab"] * 50, spec, "50 synthetic captchas")
-    assert calibration.head == "ctc" and "CTC" in caveat(True)
+    assert calibration.head == "ctc" and "CTC" in caveat(probs, spec)
     assert AccuracyCalibration.from_dict(calibration.to_dict()) == calibration
-    assert caveat(False) is None  # a slot model's estimate needs no warning
+    slots = rng.dirichlet(np.ones(spec.num_classes), size=(50, spec.max_length))
+    assert caveat(slots, CaptchaSpec(40, 120, 4, 4, "abc")) is None  # a slot model's estimate needs no warning
