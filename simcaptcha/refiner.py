@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,49 +17,12 @@ class RefinerConfig:
     features: int = 8  # F: feature maps of the refiner (lean: it runs on every classifier batch)
     blocks: int = 3  # K: ResNet blocks
     disc_features: int = 32  # width of the discriminator
-    warp: float = 0.0  # > 0: the refiner also moves pixels by a smooth field of up to this many pixels
-
-
-@functools.cache
-def _warp_layer():
-    """A Keras layer that samples an image (B, H, W, 1) at its pixel grid moved by a flow (B, H, W, 2: dy, dx),
-    bilinearly, clamped at the borders. Defined on first use so that importing this module needs no Keras."""
-    import keras
-    import tensorflow as tf
-
-    @keras.saving.register_keras_serializable(package="simcaptcha", name="Warp")
-    class Warp(keras.layers.Layer):
-        def call(self, inputs):
-            image, flow = inputs
-            shape = tf.shape(image)
-            b, h, w = shape[0], shape[1], shape[2]
-            gy, gx = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32), indexing="ij")
-            y = tf.clip_by_value(gy[None] + flow[..., 0], 0.0, tf.cast(h - 1, tf.float32))
-            x = tf.clip_by_value(gx[None] + flow[..., 1], 0.0, tf.cast(w - 1, tf.float32))
-            y0, x0 = tf.floor(y), tf.floor(x)
-            wy, wx = (y - y0)[..., None], (x - x0)[..., None]
-            y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
-            y1, x1 = tf.minimum(y0 + 1, h - 1), tf.minimum(x0 + 1, w - 1)
-            flat = tf.reshape(image, [-1, 1])
-            base = (tf.range(b) * h * w)[:, None, None]
-
-            def at(yy, xx):
-                return tf.gather(flat, base + yy * w + xx)
-
-            top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
-            bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
-            return top * (1 - wy) + bottom * wy
-
-    return Warp
 
 
 def build_refiner(cfg: RefinerConfig = RefinerConfig()):
     """Fully convolutional ResNet: 3x3 conv to F maps, K residual blocks, 1x1 conv to one channel, tanh.
 
-    Works on the preprocessed single-channel image in [-1, 1] and returns one of the same size. With
-    cfg.warp, the ResNet's features also give a flow field (tanh, times cfg.warp pixels, smoothed over
-    9x9 pixels) by which the input is resampled before the 1x1 convolution sees it: glyph shapes can bend,
-    strokes thin or thicken, but no pixel moves further than cfg.warp.
+    Works on the preprocessed single-channel image in [-1, 1] and returns one of the same size.
     """
     import keras
     from keras import layers
@@ -71,13 +33,6 @@ def build_refiner(cfg: RefinerConfig = RefinerConfig()):
         y = layers.Conv2D(cfg.features, 3, padding="same", activation="relu", name=f"block_{i}_conv_a")(x)
         y = layers.Conv2D(cfg.features, 3, padding="same", name=f"block_{i}_conv_b")(y)
         x = layers.ReLU(name=f"block_{i}_out")(layers.Add(name=f"block_{i}_skip")([x, y]))
-    if cfg.warp > 0:
-        flow = layers.Conv2D(2, 3, padding="same", activation="tanh", name="flow")(x)
-        flow = layers.Rescaling(cfg.warp, name="flow_pixels")(flow)
-        for k in range(2):
-            flow = layers.AveragePooling2D(5, strides=1, padding="same", name=f"flow_smooth_{k}")(flow)
-        moved = _warp_layer()(name="warp")([inputs, flow])
-        x = layers.Concatenate(name="moved_and_features")([moved, x])
     outputs = layers.Conv2D(1, 1, activation="tanh", name="refined")(x)
     return keras.Model(inputs, outputs, name="refiner")
 
@@ -120,14 +75,6 @@ def refiner_adversarial_loss(refined_logits):
 def discriminator_loss(real_logits, refined_logits):
     """Mean over patches: real patches -> 1, refined patches -> 0."""
     return _bce(real_logits, 1.0) + _bce(refined_logits, 0.0)
-
-
-def r1_penalty(real_gradients):
-    """Half the mean squared norm of the discriminator's gradient at real images (R1, Mescheder et al. 2018):
-    a discriminator kept smooth cannot be fooled by small, label-free perturbations the refiner finds."""
-    import tensorflow as tf
-
-    return 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(real_gradients), axis=[1, 2, 3]))
 
 
 class ImageHistoryBuffer:
@@ -181,7 +128,6 @@ def load_refiner(path):
 
     if not Path(path).is_file():
         raise InputError(f"{path}: no such refiner model")
-    _warp_layer()  # registered, so that a refiner that warps loads
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # a damaged or foreign file: zip, HDF5, JSON and Keras all raise their own kinds

@@ -13,7 +13,6 @@ from .refiner import (
     build_discriminator,
     build_refiner,
     discriminator_loss,
-    r1_penalty,
     refiner_adversarial_loss,
     self_regularization_loss,
 )
@@ -34,13 +33,11 @@ class SimGANConfig:
     k_d: int = 1
     batch_size: int = 32
     reg_lambda: float = 5.0  # weight of the self-regularization L1
-    r1_gamma: float = 0.0  # weight of the discriminator's gradient penalty on real captchas (R1)
     learning_rate: float = 1e-3
     history_size: int = 2048  # refined images remembered for the discriminator
     features: int = 8
     blocks: int = 3
     disc_features: int = 32
-    warp: float = 0.0  # RefinerConfig.warp: the refiner may also move pixels by up to this many
     seed: int = 0
     sample_every: int = 100
     checkpoint_every: int = 50
@@ -87,7 +84,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out
     synth.spec.save(run.path)
     keras.utils.set_random_seed(cfg.seed)
 
-    net_cfg = RefinerConfig(cfg.features, cfg.blocks, cfg.disc_features, cfg.warp)
+    net_cfg = RefinerConfig(cfg.features, cfg.blocks, cfg.disc_features)
     refiner, disc = build_refiner(net_cfg), build_discriminator(net_cfg)
     opt_r, opt_d = keras.optimizers.Adam(cfg.learning_rate), keras.optimizers.Adam(cfg.learning_rate)
     opt_r.build(refiner.trainable_variables)
@@ -122,14 +119,8 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out
     @tf.function
     def disc_step(real, refined):
         with tf.GradientTape() as tape:
-            with tf.GradientTape() as inner:
-                inner.watch(real)
-                real_logits = disc(real, training=True)
-                real_sum = tf.reduce_sum(real_logits)  # inside the inner tape, or its gradient is None
-            fake_logits = disc(refined, training=True)
+            real_logits, fake_logits = disc(real, training=True), disc(refined, training=True)
             loss = discriminator_loss(real_logits, fake_logits)
-            if cfg.r1_gamma:
-                loss += cfg.r1_gamma * r1_penalty(inner.gradient(real_sum, real))
         opt_d.apply_gradients(zip(tape.gradient(loss, disc.trainable_variables), disc.trainable_variables))
         real_acc = tf.reduce_mean(tf.cast(real_logits > 0, tf.float32))
         fake_acc = tf.reduce_mean(tf.cast(fake_logits < 0, tf.float32))
