@@ -5,7 +5,10 @@
   AUC. 0.5 means they cannot tell them apart; 1.0 that they always can. Every score trains its
   own critics from the same seeds, so scores of synthetic and of refined captchas compare.
 - `label_preservation`: how many refined captchas a reader trained on raw synthetic captchas
-  still reads as their labels, against the same synthetic captchas unrefined.
+  still reads as their labels, against the same synthetic captchas unrefined. A refiner that moves
+  captchas toward the real ones lowers that as much as the real captchas do, so the pipeline also
+  asks whether a reader trained on refined captchas learns their labels (`learnable`): labels are
+  lost only when neither reader finds them.
 - `health_alarms`: one line each, with what to try, for a refiner that returns its input while
   the gap stays high, one that moves captchas away from the real ones, a discriminator that
   wins outright, and a refiner that destroys labels.
@@ -115,11 +118,16 @@ class GapReport:
     refined_gap: float  # critic AUC, real vs refined
     mean_change: float  # mean |refined - synthetic|
     kept_labels: float | None = None  # label_preservation()["kept"], when a reader was given
+    # A reader trained on refined captchas reads this share as many held-out refined ones as a reader trained on
+    # raw ones reads raw ones (the pipeline's two views); None: not measured.
+    learnable: float | None = None
 
     def as_scalars(self) -> dict:
         out = {"gap/synthetic_auc": self.synthetic_gap, "gap/refined_auc": self.refined_gap, "gap/mean_change": self.mean_change}
         if self.kept_labels is not None:
             out["gap/kept_labels"] = self.kept_labels
+        if self.learnable is not None:
+            out["gap/learnable"] = self.learnable
         return out
 
 
@@ -143,9 +151,12 @@ def health_alarms(report: GapReport | None = None, disc_losses: list[float] | No
         alarms.append(f"refining moves captchas away from the real ones (critic AUC {report.refined_gap:.2f} against "
                       f"{report.synthetic_gap:.2f} unrefined): the discriminator rewards something a fresh critic "
                       "sees through; look at the samples' refined-syn row, try a larger --reg-lambda or fewer --steps")
-    if report is not None and report.kept_labels is not None and report.kept_labels < KEPT_LABELS:
+    lost = report is not None and report.kept_labels is not None and report.kept_labels < KEPT_LABELS
+    if lost and (report.learnable is None or report.learnable < KEPT_LABELS):
+        learnt = "" if report.learnable is None else (f", and a reader trained on refined captchas learns {report.learnable:.0%} "
+                                                      "as many as one trained on raw ones")
         alarms.append(f"the refiner destroys labels: a reader of synthetic captchas reads {report.kept_labels:.0%} as many "
-                      "refined ones right: try a larger --reg-lambda or fewer --steps")
+                      f"refined ones right{learnt}: try a larger --reg-lambda or fewer --steps")
     if disc_losses:
         run = 0
         for loss in disc_losses:

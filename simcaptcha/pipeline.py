@@ -265,14 +265,19 @@ class Pipeline:
         refined = refine_images(load_refiner(self.refiner_path), synthetic)
         reader = keras.models.load_model(reader_path, compile=False)
         kept = label_preservation(lambda x: decode_probs(predict_probs(reader, x), self.spec)[0], synthetic, refined, texts)
+        # Each view's accuracy on held-out synthetic captchas of its own kind (refined for the refined view).
+        views = [self.report.get(k, {}).get("val/synthetic_captcha_acc") for k in ("refined", "raw")]
+        learnable = views[0] / views[1] if None not in views and views[1] > 0 else None
         self.log(f"label preservation: the raw-synthetic view reads {kept['synthetic_acc']:.1%} of synthetic captchas and "
-                 f"{kept['refined_acc']:.1%} of the same refined")
+                 f"{kept['refined_acc']:.1%} of the same refined"
+                 + ("" if learnable is None else f"; the refined view learns {views[0]:.1%} of refined ones, the raw view {views[1]:.1%} of raw ones"))
         unknown = float("nan")  # an older refiner run without gap.json: no gap alarm can fire
-        report = GapReport(gap.get("synthetic_gap", unknown), gap.get("refined_gap", unknown), gap.get("mean_change", unknown), kept["kept"])
+        report = GapReport(gap.get("synthetic_gap", unknown), gap.get("refined_gap", unknown), gap.get("mean_change", unknown), kept["kept"],
+                           learnable)
         for line in health_alarms(report):
             if line not in gap.get("alarms", []):
                 self.log(f"alarm: {line}")
-        return {**{k: v for k, v in gap.items() if k != "alarms"}, "label_preservation": kept}
+        return {**{k: v for k, v in gap.items() if k != "alarms"}, "label_preservation": {**kept, "learnable": learnable}}
 
     def pseudo_labels(self, views: dict) -> tuple[object, dict]:
         """The round's pseudo-labels from both views, and what is known of them (held-out precision where labels exist)."""
