@@ -19,14 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_synth_real import parse_setting  # scripts/ is on the path when a script runs
 from simcaptcha import quiet
-
-
-def parse_setting(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
-    if not key or not value:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=JSON, e.g. reg_lambda=2")
-    return key, json.loads(value)
 
 
 def main():
