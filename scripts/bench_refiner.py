@@ -21,6 +21,9 @@ import numpy as np
 
 from bench_synth_real import parse_setting  # scripts/ is on the path when a script runs
 from simcaptcha import quiet
+from simcaptcha.pipeline import PipelineConfig
+
+PIPELINE = PipelineConfig()  # the pipeline's refiner steps, reader steps and width are the defaults here
 
 
 def main():
@@ -33,8 +36,8 @@ def main():
     parser.add_argument("--refiner", default=None, help="reuse this refiner.keras instead of training one")
     parser.add_argument("--eval-real", nargs="+", required=True, help="labelled real captchas (folders, files)")
     parser.add_argument("--eval-labels", required=True, help="their labels: JSON name -> text, or a folder named by text")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of each recognizer")
-    parser.add_argument("--width", type=float, default=1.5, help="recognizer width")
+    parser.add_argument("--steps", type=int, default=PIPELINE.classifier_steps, help="training steps of each recognizer")
+    parser.add_argument("--width", type=float, default=PIPELINE.classifier_width, help="recognizer width")
     parser.add_argument("--pool", type=int, default=32_000, help="synthetic captchas rendered once for both recognizers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds: of the refiner (the first) and of each pair")
     parser.add_argument("--raw", action=argparse.BooleanOptionalAction, default=True, help="also train the raw recognizer")
@@ -58,7 +61,7 @@ def main():
     if refiner_path is None:
         files = [f for f in captcha_files(args.real) if not any(x in Path(f).name for x in args.exclude)]
         real_x = preprocess(load_captchas(files).images(), synth.spec.ink)
-        cfg = SimGANConfig(seed=args.seeds[0], steps=300, synthetic_pool=args.pool)
+        cfg = SimGANConfig(seed=args.seeds[0], steps=PIPELINE.refiner_steps, synthetic_pool=args.pool)
         cfg = replace(cfg, **{k: _tuples(v) for k, v in args.settings})
         start = time.perf_counter()
         result = train_refiner(cfg, real_x, synth, out / "refiner", pool=pool, log=print)
@@ -74,13 +77,10 @@ def main():
         base = ClassifierConfig(steps=args.steps, width=args.width, synthetic_pool=args.pool, eval_every=args.steps, seed=seed, head="slots")
         base = replace(base, head_window=slot_window(synth, base))
         row = {"seed": seed}
-        for name, data in (("refined", refined), ("raw", pool)):
-            if name == "raw" and not args.raw:
-                continue
+        readers = [("refined", refined, refiner, replace(base, refiner=str(refiner_path)))] + ([("raw", pool, None, base)] if args.raw else [])
+        for name, data, used, cfg in readers:
             start = time.perf_counter()
-            cfg = replace(base, refiner=str(refiner_path)) if name == "refined" else base
-            metrics = train_classifier(cfg, synth, out / f"{name}_s{seed}", refiner=refiner if name == "refined" else None, pool=data,
-                                       real_eval=real_eval, log=lambda *_: None)
+            metrics = train_classifier(cfg, synth, out / f"{name}_s{seed}", refiner=used, pool=data, real_eval=real_eval, log=lambda *_: None)
             row[name] = round(metrics["val/real_captcha_acc"], 4)
             row[f"{name}_chars"] = round(metrics["val/real_char_acc"], 4)
             row[f"{name}_seconds"] = round(time.perf_counter() - start)
