@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--eval-real", nargs="+", required=True, help="labelled real captchas (folders, files)")
     parser.add_argument("--eval-labels", required=True, help="their labels: JSON name -> text, or a folder named by text")
     parser.add_argument("--steps", type=int, default=PIPELINE.classifier_steps, help="training steps of each recognizer")
+    parser.add_argument("--head", default=PIPELINE.head, choices=["auto", "slots", "ctc"],
+                        help="recognizer head; auto picks as the pipeline does (slots for a fixed length, unless characters move far)")
     parser.add_argument("--width", type=float, default=PIPELINE.classifier_width, help="recognizer width")
     parser.add_argument("--pool", type=int, default=32_000, help="synthetic captchas rendered once for both recognizers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds: of the refiner (the first) and of each pair")
@@ -46,7 +48,7 @@ def main():
     quiet.tensorflow()
 
     from simcaptcha.challenges import captcha_files, load_captchas
-    from simcaptcha.classifier import ClassifierConfig, load_real_eval, slot_window, train_classifier
+    from simcaptcha.classifier import ClassifierConfig, load_real_eval, resolve_head, slot_window, train_classifier
     from simcaptcha.preprocess import preprocess
     from simcaptcha.refiner import load_refiner, refine_pool
     from simcaptcha.simgan import SimGANConfig, train_refiner
@@ -55,7 +57,8 @@ def main():
     out = Path(args.out)
     synth = Synthesizer.load(args.synth)
     real_eval = load_real_eval(args.eval_real, args.eval_labels, ink=synth.spec.ink)
-    line = {"synth": args.synth, "set": dict(args.settings), "steps": args.steps, "width": args.width}
+    line = {"synth": args.synth, "set": dict(args.settings), "steps": args.steps, "width": args.width,
+            "head": resolve_head(args.head, synth.spec, synth)}
     pool = render_pool_with_bar(synth, args.pool, seed=args.seeds[0])
     refiner_path = args.refiner
     if refiner_path is None:
@@ -74,7 +77,7 @@ def main():
     refined = refine_pool(pool, refiner, str(refiner_path))
     rows = []
     for seed in args.seeds:
-        base = ClassifierConfig(steps=args.steps, width=args.width, synthetic_pool=args.pool, eval_every=args.steps, seed=seed, head="slots")
+        base = ClassifierConfig(steps=args.steps, width=args.width, synthetic_pool=args.pool, eval_every=args.steps, seed=seed, head=line["head"])
         base = replace(base, head_window=slot_window(synth, base))
         row = {"seed": seed}
         readers = [("refined", refined, refiner, replace(base, refiner=str(refiner_path)))] + ([("raw", pool, None, base)] if args.raw else [])

@@ -52,9 +52,6 @@ class ClassifierConfig:
     checkpoint_every: int = 250
     val_size: int = 512
     extra_shift: int = 0  # pseudo-labelled real captchas move by up to this many pixels each way, per batch
-    # slots: share of the pseudo-labelled real part of each batch made of new captchas, each character's
-    # columns cut from a different real captcha (SlotComposer): real glyphs beside new neighbours
-    compose: float = 0.0
     synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
 
 
@@ -329,52 +326,6 @@ def shift_randomly(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> n
     return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
-class SlotComposer:
-    """New captchas cut together from real ones: character k's columns from one real captcha, k+1's from another.
-
-    Self-training shows the reader the same real captchas round after round; composing them shows
-    each real glyph (its real ink, JPEG and background) beside neighbours it never had, under a new
-    text. Each cut falls, within `search` columns of the midpoint between two characters' mean
-    centres, on the column where both captchas have the least ink (brightness above the captchas'
-    median image), so glyphs are rarely sliced. Only a slot head's labels say which columns hold
-    which character; a character is taken only from captchas whose pseudo-label knows it.
-    """
-
-    def __init__(self, x: np.ndarray, labels: np.ndarray, centers: np.ndarray, search: int):
-        self.x, self.labels = x, labels
-        background = np.median(x[:: max(1, len(x) // 2000)], axis=0)
-        # (N, width): each column's ink, in chunks (no second copy of all the captchas at once)
-        self.ink = np.concatenate([np.clip(x[i : i + 1024] - background, 0, None).sum(axis=(1, 3))
-                                   for i in range(0, len(x), 1024)])
-        width = x.shape[2]
-        centers = np.asarray(centers, float)
-        self.bounds = np.clip(((centers[:-1] + centers[1:]) / 2).round().astype(int), 1, width - 1)
-        self.search = max(0, int(search))
-        self.known = [np.nonzero(labels[:, k] >= 0)[0] for k in range(labels.shape[1])]
-
-    @property
-    def usable(self) -> bool:
-        return all(len(k) for k in self.known)
-
-    def __call__(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        length, width = self.labels.shape[1], self.x.shape[2]
-        src = np.stack([rng.choice(self.known[k], n) for k in range(length)], 1)  # (n, length)
-        out = np.empty((n,) + self.x.shape[1:], self.x.dtype)
-        for i in range(n):
-            cuts = [0]
-            for k, b in enumerate(self.bounds):
-                lo, hi = max(cuts[-1] + 1, b - self.search), min(width - 1, b + self.search)
-                if hi < lo:
-                    cuts.append(min(cuts[-1] + 1, width - 1))
-                    continue
-                score = self.ink[src[i, k], lo : hi + 1] + self.ink[src[i, k + 1], lo : hi + 1]
-                cuts.append(lo + int(score.argmin()))
-            cuts.append(width)
-            for k in range(length):
-                out[i, :, cuts[k] : cuts[k + 1]] = self.x[src[i, k], :, cuts[k] : cuts[k + 1]]
-        return out, self.labels[src, np.arange(length)]
-
-
 def training_loop(run: RunDir, cfg, start: int, step_fn, evaluate, schedule, models: dict, optimizers: dict,
                   desc: str, progress: bool = True) -> dict:
     """Steps start..cfg.steps of a training run: a progress bar, TensorBoard scalars every 50 steps,
@@ -509,12 +460,6 @@ def train_classifier(
         return frames, 1.0 - step / warmup_steps
 
     n_extra = int(round(cfg.batch_size * extra_fraction)) if extra_data is not None else 0
-    composer = None
-    if n_extra and cfg.compose > 0 and not ctc and spec.max_length > 1:
-        centers = synth.mean_centers(spec.max_length)
-        composer = SlotComposer(extra_data[0], extra_data[1], centers, int(np.diff(centers).mean() / 4))
-        composer = composer if composer.usable else None
-    n_composed = int(round(n_extra * cfg.compose)) if composer is not None else 0
     batches = training_batches(synth, cfg.batch_size - n_extra, cfg.seed, start, pool, 0, progress)
     rng = np.random.default_rng((cfg.seed, start, 7))
 
@@ -536,13 +481,9 @@ def train_classifier(
         if per_batch_refiner is not None:
             x = refine(x)
         if n_extra:
-            pick = rng.integers(0, len(extra_data[0]), n_extra - n_composed)
-            real_x, real_y = extra_data[0][pick], extra_data[1][pick]
-            if n_composed:
-                new_x, new_y = composer(n_composed, rng)
-                real_x, real_y = np.concatenate([real_x, new_x]), np.concatenate([real_y, new_y])
-            x = tf.concat([x, shift_randomly(real_x, cfg.extra_shift, rng)], 0)
-            y = tf.concat([y, real_y.astype(np.int32)], 0)
+            pick = rng.integers(0, len(extra_data[0]), n_extra)
+            x = tf.concat([x, shift_randomly(extra_data[0][pick], cfg.extra_shift, rng)], 0)
+            y = tf.concat([y, extra_data[1][pick].astype(np.int32)], 0)
         frames, weight = frame_targets(np.asarray(y), step)
         return float(train_step(x, y, tf.constant(frames), tf.constant(weight, tf.float32)))
 

@@ -45,7 +45,6 @@ class PipelineConfig:
     # fine-tuned: a fresh classifier of the new width learns the round's pseudo-labels from scratch.
     student_steps: int = 3000
     selftrain_shift: int = 2  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
-    selftrain_compose: float = 0.0  # slots: share of those made of new captchas cut together from several real ones
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
     balance_classes: bool = True  # slots: correct each view's class prior on the real captchas before pseudo-labelling
     average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
@@ -338,7 +337,7 @@ class Pipeline:
                 info[f"view_{k}"] = json.loads((run_dir / "metrics.json").read_text())
                 continue
             schedule = {"steps": cfg.student_steps} if fresh else {"steps": cfg.selftrain_steps, "learning_rate": cfg.selftrain_learning_rate}
-            st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, compose=cfg.selftrain_compose, seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
+            st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
             info[f"view_{k}"] = self.train(st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
                                            init_model=None if fresh else views[k])
 

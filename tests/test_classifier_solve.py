@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simcaptcha.classifier import ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, head_windows, predict_probs, shift_randomly, SlotComposer
+from simcaptcha.classifier import ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, head_windows, predict_probs, shift_randomly
 from simcaptcha.cli import app
 from simcaptcha.solver import SolveResult, Solution, accuracy_by_confidence, evaluate
 
@@ -90,38 +90,6 @@ def test_shift_randomly_moves_each_image_within_range():
         assert len(found) == 1
         offsets.add(found[0])
     assert len(offsets) > 10  # not one shift for the whole batch
-
-
-def test_slot_composer_cuts_between_glyphs_and_takes_their_labels():
-    # 3-character captchas 30 wide on a dark ground: the glyphs are bright bands two rows high at a
-    # random height, their value says which captcha they are from, and one dark column at a place
-    # that varies separates neighbours. The composer must cut at one of the two captchas' dark
-    # columns and label each glyph as its own captcha did.
-    rng = np.random.default_rng(1)
-    n, h, centers = 40, 8, np.array([5.0, 15.0, 25.0])
-    x = np.full((n, h, 30, 1), -1.0, np.float32)
-    labels = rng.integers(0, 10, (n, 3)).astype(np.int32)
-    labels[::5, 1] = -1  # unknown middle characters are never taken
-    gaps = np.stack([rng.integers(8, 12, n), rng.integers(18, 22, n)], 1)
-    for i, (a, b) in enumerate(gaps):
-        for lo, hi in ((0, a), (a + 1, b), (b + 1, 30)):
-            row = rng.integers(0, h - 1)
-            x[i, row : row + 2, lo:hi] = 0.5 + 0.001 * i
-    composer = SlotComposer(x, labels, centers, search=3)
-    assert composer.usable
-    out, y = composer(200, np.random.default_rng(2))
-    assert out.shape == (200, h, 30, 1) and y.shape == (200, 3)
-    assert (y >= 0).all()
-    combos = set()
-    for img, text in zip(out, y):
-        src = [int(round((img[:, c, 0].max() - 0.5) / 0.001)) for c in (0, 15, 29)]  # never a dark column
-        combos.add(tuple(src))
-        assert list(text) == [labels[src[k], k] for k in range(3)]
-        for k, (lo, hi) in enumerate(((0, 15), (15, 30))):  # the cut between k and k+1: at a dark column of either
-            left, right = src[k], src[k + 1]
-            assert any(np.array_equal(img[:, lo:cut], x[left, :, lo:cut]) and np.array_equal(img[:, cut:hi], x[right, :, cut:hi])
-                       for cut in (gaps[left, k], gaps[right, k]))
-    assert len(combos) > 150  # new combinations, not the same few captchas
 
 
 def test_decode_and_accuracy(spec):
