@@ -46,7 +46,7 @@ class PipelineConfig:
     student_steps: int = 3000
     selftrain_shift: int = 2  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
-    balance_classes: bool = True  # slots: correct each view's class prior on the real captchas before pseudo-labelling
+    balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling (slots and ctc)
     average_views: bool = True  # the final model averages both views' probabilities (else: the refined view alone)
     synthetic_pool: int = 64_000  # synthetic captchas rendered once up front and shared by all stages (0: render every batch)
     # What synthetic captchas are drawn over, and how: "mask" the background the real captchas share, with
@@ -70,6 +70,10 @@ class Stage:
     run: Callable[[], None]
     done: Callable[[], bool] | None  # None: a cheap stage that runs every time
     keys: tuple[str, ...] = ()
+
+
+# CTC views' class weights are fitted on this many real captchas (every one for slot views).
+BALANCE_SAMPLE = 5000
 
 
 def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
@@ -286,16 +290,21 @@ class Pipeline:
         ctc = is_ctc(probs["a"], spec)
         held = {k: predict_probs(v, self.real_eval.x) for k, v in views.items()} if self.real_eval else None
         info: dict = {}
+        # Texts are drawn uniformly from the alphabet: a reader that picks some characters far more often
+        # than others on the real captchas (o for 0, s for 5) is corrected before it labels them.
+        # ctc decodes every frame of every captcha per pass: fitted on at most BALANCE_SAMPLE of them, until
+        # every character is read as often as an equal share, within sampling noise
+        fit = {"ctc": True, "stop_within": 3.0} if ctc else {}
+        sample = {k: p[:: -(-len(p) // BALANCE_SAMPLE)] if ctc else p for k, p in probs.items()}
+        ones = np.ones(spec.num_classes)
+        weights = {k: class_balance_weights(p, **fit) if cfg.balance_classes else ones for k, p in sample.items()}
+        if cfg.balance_classes:
+            info["class_weights"] = {k: dict(zip(spec.alphabet, np.round(w, 3).tolist())) for k, w in weights.items()}
         if ctc:
             def label(x, names, p):
-                (ta, ca), (tb, cb) = decode_probs(p["a"], spec), decode_probs(p["b"], spec)
+                (ta, ca), (tb, cb) = (decode_probs(reweight(p[k], weights[k]), spec) for k in ("a", "b"))
                 return agreeing_texts(x, names, ta, ca, tb, cb, cfg.selftrain_threshold, spec)
         else:
-            ones = np.ones(spec.num_classes)
-            weights = {k: class_balance_weights(p) if cfg.balance_classes else ones for k, p in probs.items()}
-            if cfg.balance_classes:
-                info["class_weights"] = {k: dict(zip(spec.alphabet, np.round(w, 3).tolist())) for k, w in weights.items()}
-
             def label(x, names, p):
                 a, b = reweight(p["a"], weights["a"]), reweight(p["b"], weights["b"])
                 return agreeing_pseudo_labels(x, names, a, b, cfg.selftrain_threshold, spec.alphabet)

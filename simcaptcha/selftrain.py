@@ -43,25 +43,59 @@ class PseudoLabels:
         return int((self.labels >= 0).sum())
 
 
-def class_balance_weights(probs: np.ndarray, iterations: int = 200, step: float = 0.25) -> np.ndarray:
-    """Per-class weights w (36,) such that argmax(probs * w) picks every class about equally often.
+def picked_characters(probs: np.ndarray, ctc: bool) -> np.ndarray:
+    """Class indices of every character read: each slot's argmax, or for ctc the characters the best path emits."""
+    picks = probs.argmax(-1)
+    if not ctc:
+        return picks.ravel()
+    blank = probs.shape[-1] - 1
+    repeat = np.zeros_like(picks, bool)
+    repeat[:, 1:] = picks[:, 1:] == picks[:, :-1]
+    return picks[(picks != blank) & ~repeat]
 
-    probs: (N, 4, 36) on unlabelled real captchas. Multiplicative updates on the log-weights,
-    damped by `step`: a class picked twice too often has its weight divided by 2**step per pass.
+
+def class_balance_weights(probs: np.ndarray, ctc: bool = False, iterations: int = 200, step: float = 0.25,
+                          stop_within: float | None = None) -> np.ndarray:
+    """Per-class weights w (classes,) such that reweight(probs, w) picks every class about equally often.
+
+    probs: (N, L, classes) slot probabilities, or with ctc (N, T, classes + 1) frame probabilities whose
+    last class is the blank. Multiplicative updates on the log-weights, damped by `step`: a class picked
+    twice too often has its weight divided by 2**step per pass. stop_within: stop once every class's
+    count is within this many standard errors of an equal share. Even truly uniform texts are not
+    equal in a sample (a class of 700 characters varies by about 26), and pushing past that noise
+    takes characters the reader read right from their class.
     """
-    log_p = np.log(probs.reshape(-1, probs.shape[-1]) + 1e-9)
-    log_w = np.zeros(probs.shape[-1])
-    target = 1.0 / probs.shape[-1]
+    classes = probs.shape[-1] - (1 if ctc else 0)
+    log_w = np.zeros(classes)
+    target = 1.0 / classes
     for _ in range(iterations):
-        freq = np.bincount((log_p + log_w).argmax(-1), minlength=probs.shape[-1]) / len(log_p)
-        log_w += step * (np.log(target) - np.log(freq + 1e-6))
+        picks = picked_characters(reweight(probs, np.exp(log_w)), ctc)
+        if not len(picks):
+            break
+        counts = np.bincount(picks, minlength=classes)[:classes]
+        due = len(picks) * target
+        if stop_within is not None and np.abs(counts - due).max() <= stop_within * np.sqrt(due):
+            break
+        log_w += step * (np.log(target) - np.log(counts / len(picks) + 1e-6))
     return np.exp(log_w - log_w.mean())
 
 
 def reweight(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """probs * weights, renormalized over the classes."""
-    q = probs * weights
-    return q / q.sum(-1, keepdims=True)
+    """probs * weights, renormalized over the classes.
+
+    ctc (`weights` has no entry for the blank): the characters' probabilities are reweighted among
+    themselves and keep their total, so the weights change which character a frame reads, not whether
+    it reads one rather than the blank.
+    """
+    probs = np.asarray(probs, np.float32)
+    weights = np.asarray(weights, np.float32)
+    if len(weights) == probs.shape[-1]:
+        q = probs * weights
+        return q / q.sum(-1, keepdims=True)
+    chars = probs[..., :-1]
+    q = chars * weights
+    q *= chars.sum(-1, keepdims=True) / np.maximum(q.sum(-1, keepdims=True), 1e-12)
+    return np.concatenate([q, probs[..., -1:]], -1)
 
 
 def agreeing_pseudo_labels(x: np.ndarray, names: list[str], probs_a: np.ndarray, probs_b: np.ndarray,

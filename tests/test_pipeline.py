@@ -52,6 +52,40 @@ def test_class_balance_undoes_a_shared_bias():
     assert (fixed.argmax(-1) == truth).mean() > 0.999
 
 
+def test_class_balance_for_ctc_moves_characters_not_blanks():
+    # CTC frames (N, T, 36 + blank): each text of 4 characters at frames 1, 3, 5, 7, blank between.
+    # The reader takes a third of the zeros (class 26) for o (class 14): balancing must read them as
+    # zeros again without changing how many characters each captcha reads.
+    from simcaptcha.classifier import ctc_best_path
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 36, (3000, 4))
+    probs = np.full((3000, 9, 37), 0.02 / 36)
+    probs[:, :, 36] = 0.98
+    for k, t in enumerate((1, 3, 5, 7)):
+        probs[np.arange(3000), t, 36] = 0.02 / 36
+        probs[np.arange(3000), t, truth[:, k]] = 0.98
+    biased = (truth == 26) & (rng.random(truth.shape) < 0.34)
+    rows, ks = np.nonzero(biased)
+    frames = 2 * ks + 1
+    probs[rows, frames, 26], probs[rows, frames, 14] = 0.3, 0.68
+    probs /= probs.sum(-1, keepdims=True)
+
+    def reads(p):
+        return [[c for c, _ in r] for r in ctc_best_path(p)[0]]
+
+    before = reads(probs)
+    assert np.mean([r == list(t) for r, t in zip(before, truth)]) < 0.97
+    w = class_balance_weights(probs, ctc=True, stop_within=3.0)
+    assert w.shape == (36,) and w[26] > w[14]
+    fixed = reweight(probs, w)
+    np.testing.assert_allclose(fixed.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(fixed[..., 36], probs[..., 36], rtol=1e-5)  # the blank keeps its probability
+    after = reads(fixed)
+    assert all(len(r) == 4 for r in after)
+    assert np.mean([r == list(t) for r, t in zip(after, truth)]) > 0.995
+
+
 def test_whole_text_pseudo_labels_for_ctc():
     from simcaptcha.selftrain import agreeing_texts
     from simcaptcha.spec import CaptchaSpec
