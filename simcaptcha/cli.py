@@ -772,7 +772,7 @@ def pipeline(
     balance: bool = typer.Option(PIPELINE_DEFAULTS.balance_classes, "--balance/--no-balance", help="Reweight each view's class probabilities so its picks on the real captchas are uniform over the alphabet before pseudo-labelling."),
     average_views: bool = typer.Option(
         PIPELINE_DEFAULTS.average_views, "--average-views/--refined-view-only",
-        help="Final model: the average of both views' probabilities (the refined-synthetic and the raw-synthetic classifier), or the refined view alone.",
+        help="Final model: the average of both views' probabilities (the refined-synthetic and the raw-synthetic classifier), or the refined view alone. A CTC head's views are never averaged (their frames do not line up).",
     ),
     synthetic_pool: int = typer.Option(
         PIPELINE_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0,

@@ -233,6 +233,7 @@ def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length,
     assert (out / "synth.json").is_file() and (out / "refiner" / "synth.json").is_file() and (out / "look.json").is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["synthesizer"] == background
+    assert report["final"]["averaged_views"] is (head == "slots")  # CTC views are not averaged
     assert report["spec"] == spec.to_dict() and 0 <= report["final"]["val/real_captcha_acc"] <= 1
     # solve reads the model's spec back: no flags
     solved = tmp_path / "s.json"
