@@ -84,8 +84,8 @@ def reweight(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """probs * weights, renormalized over the classes.
 
     ctc (`weights` has no entry for the blank): the characters' probabilities are reweighted among
-    themselves and keep their total, so the weights change which character a frame reads, not whether
-    it reads one rather than the blank.
+    themselves and keep their total against the blank's, so the weights change which character a
+    frame reads far more than whether it reads one.
     """
     probs = np.asarray(probs, np.float32)
     weights = np.asarray(weights, np.float32)
