@@ -57,8 +57,8 @@ def main():
     out = Path(args.out)
     synth = Synthesizer.load(args.synth)
     real_eval = load_real_eval(args.eval_real, args.eval_labels, ink=synth.spec.ink)
-    line = {"synth": args.synth, "set": dict(args.settings), "steps": args.steps, "width": args.width,
-            "head": resolve_head(args.head, synth.spec, synth)}
+    head = resolve_head(args.head, synth.spec, synth)
+    line = {"synth": args.synth, "set": dict(args.settings), "steps": args.steps, "width": args.width, "head": head}
     pool = render_pool_with_bar(synth, args.pool, seed=args.seeds[0])
     refiner_path = args.refiner
     if refiner_path is None:
@@ -77,7 +77,7 @@ def main():
     refined = refine_pool(pool, refiner, str(refiner_path))
     rows = []
     for seed in args.seeds:
-        base = ClassifierConfig(steps=args.steps, width=args.width, synthetic_pool=args.pool, eval_every=args.steps, seed=seed, head=line["head"])
+        base = ClassifierConfig(steps=args.steps, width=args.width, synthetic_pool=args.pool, eval_every=args.steps, seed=seed, head=head)
         base = replace(base, head_window=slot_window(synth, base))
         row = {"seed": seed}
         readers = [("refined", refined, refiner, replace(base, refiner=str(refiner_path)))] + ([("raw", pool, None, base)] if args.raw else [])

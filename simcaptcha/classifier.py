@@ -237,17 +237,25 @@ def ctc_best_path(probs: np.ndarray) -> tuple[list[list[tuple[int, int]]], np.nd
     best = probs.argmax(-1)
     top = probs.max(-1)
     conf = np.exp(np.log(np.maximum(top, 1e-30)).sum(-1))
+    emitted = ctc_emits(best, blank)
     reads = []
-    for b, p in zip(best, top):
-        chars, prev = [], blank
+    for b, p, e in zip(best, top, emitted):
+        chars = []
         for t, k in enumerate(b):
-            if k != blank and k != prev:
+            if e[t]:
                 chars.append((int(k), t))
-            elif k != blank and k == prev and p[t] > p[chars[-1][1]]:
+            elif k != blank and p[t] > p[chars[-1][1]]:  # a repeat: keep the frame where it is surest
                 chars[-1] = (int(k), t)
-            prev = k
         reads.append(chars)
     return reads, conf
+
+
+def ctc_emits(best: np.ndarray, blank: int) -> np.ndarray:
+    """(N, T) best-path classes -> (N, T) bool: the frames where greedy CTC decoding reads a character
+    (not the blank, not a repeat of the frame before)."""
+    repeat = np.zeros_like(best, bool)
+    repeat[:, 1:] = best[:, 1:] == best[:, :-1]
+    return (best != blank) & ~repeat
 
 
 def decode_probs(probs: np.ndarray, spec: CaptchaSpec) -> tuple[list[str], np.ndarray]:

@@ -362,10 +362,10 @@ class Pipeline:
         # CTC views each place a character on frames of their own, and an average of two such sequences
         # blurs both: CTC models are not averaged (the `captcha` style: 66.5% averaged, 68.1% refined view).
         averaged = self.cfg.average_views and not is_ctc(model, self.spec)
-        if self.cfg.average_views and not averaged:
-            self.log("final model: the refined view alone (CTC views are not averaged)")
         if averaged:
             model = average_classifiers([model, keras.models.load_model(paths["b"], compile=False)])
+        elif self.cfg.average_views:
+            self.log("final model: the refined view alone (CTC views are not averaged)")
         self._calibration = self.calibrate(model) if self.cfg.calibration_captchas else None
         entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else None
         save_model_atomic(model, final_dir / "classifier.keras", self.spec, entries)

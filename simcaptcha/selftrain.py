@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .classifier import ctc_emits
 from .spec import PAD, CaptchaSpec
 
 UNKNOWN = PAD
@@ -46,12 +47,7 @@ class PseudoLabels:
 def picked_characters(probs: np.ndarray, ctc: bool) -> np.ndarray:
     """Class indices of every character read: each slot's argmax, or for ctc the characters the best path emits."""
     picks = probs.argmax(-1)
-    if not ctc:
-        return picks.ravel()
-    blank = probs.shape[-1] - 1
-    repeat = np.zeros_like(picks, bool)
-    repeat[:, 1:] = picks[:, 1:] == picks[:, :-1]
-    return picks[(picks != blank) & ~repeat]
+    return picks[ctc_emits(picks, probs.shape[-1] - 1)] if ctc else picks.ravel()
 
 
 def class_balance_weights(probs: np.ndarray, ctc: bool = False, iterations: int = 200, step: float = 0.25,
