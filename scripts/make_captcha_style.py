@@ -18,9 +18,21 @@ import argparse
 import json
 import random
 import string
+import types
 from pathlib import Path
 
 import numpy as np
+
+
+def seed_captcha_package(seed: int) -> None:
+    """Make the `captcha` package's drawing repeatable. Its colours, warps and noise come from `random`
+    in older releases and from `secrets` (the system's randomness, never the same twice) in newer ones;
+    both are pointed at one generator seeded here."""
+    import captcha.image
+
+    draws = random.Random(seed)
+    random.seed(seed)
+    captcha.image.secrets = types.SimpleNamespace(randbelow=draws.randrange, randbits=draws.getrandbits, choice=draws.choice)
 
 
 def main():
@@ -38,7 +50,7 @@ def main():
 
     alphabet = string.ascii_lowercase + string.digits
     rng = np.random.default_rng(args.seed)
-    random.seed(args.seed)  # ImageCaptcha draws its colours, rotations and noise from `random`
+    seed_captcha_package(args.seed)
     generator = ImageCaptcha()  # its defaults: 160x60, its own fonts
     out = Path(args.out)
     labels = {}

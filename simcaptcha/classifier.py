@@ -229,15 +229,27 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(out)
 
 
-def ctc_best_path(probs: np.ndarray) -> tuple[list[list[tuple[int, int]]], np.ndarray]:
+def ctc_best_path(probs: np.ndarray, lengths: tuple[int, int] | None = None) -> tuple[list[list[tuple[int, int]]], np.ndarray]:
     """Greedy CTC decoding of (N, T, classes + 1): for each captcha the (class, frame) of every character
     read (repeats merged, blanks dropped; the frame is where that character is surest), and the best
-    path's probability."""
+    path's probability.
+
+    lengths: (min, max) characters a text can have. A captcha whose greedy read is outside them is read
+    along its most probable path with a length inside them instead (ctc_viterbi_path): the character a
+    greedy read drops where two glyphs overlap is then the likeliest one there, and the probability
+    returned is that path's, lower than the greedy one's.
+    """
     blank = probs.shape[-1] - 1
     best = probs.argmax(-1)
-    top = probs.max(-1)
-    conf = np.exp(np.log(np.maximum(top, 1e-30)).sum(-1))
     emitted = ctc_emits(best, blank)
+    if lengths is not None:
+        for b in np.flatnonzero(~np.isin(emitted.sum(-1), np.arange(lengths[0], lengths[1] + 1))):
+            path = ctc_viterbi_path(probs[b], *lengths)
+            if path is not None:
+                best[b] = path
+                emitted[b] = ctc_emits(path[None], blank)[0]
+    top = np.take_along_axis(probs, best[..., None], -1)[..., 0]
+    conf = np.exp(np.log(np.maximum(top, 1e-30)).sum(-1))
     reads = []
     for b, p, e in zip(best, top, emitted):
         chars = []
@@ -248,6 +260,59 @@ def ctc_best_path(probs: np.ndarray) -> tuple[list[list[tuple[int, int]]], np.nd
                 chars[-1] = (int(k), t)
         reads.append(chars)
     return reads, conf
+
+
+def ctc_viterbi_path(probs: np.ndarray, min_length: int, max_length: int) -> np.ndarray | None:
+    """(T, classes + 1) of one captcha -> (T,) the most probable frame-by-frame path (the blank last) that
+    reads between min_length and max_length characters, or None where T frames cannot hold that many.
+
+    Dynamic programme over frames; a state is (characters read so far, this frame's class): a character
+    frame after the same character continues it, after anything else starts the next one.
+    """
+    frames, classes = probs.shape
+    blank, top = classes - 1, max_length + 1
+    logp = np.log(np.maximum(probs, 1e-30))
+    score = np.full((top, classes), -np.inf)  # score[k, s]: best log-probability, k characters read, frame class s
+    if frames == 0:
+        return None
+    score[0, blank] = logp[0, blank]
+    if top > 1:
+        score[1, :blank] = logp[0, :blank]
+    back = np.zeros((frames, top, classes, 2), np.int32)  # (k, s) of the frame before
+    chars = np.arange(blank)
+    for t in range(1, frames):
+        new = np.full_like(score, -np.inf)
+        src = np.zeros((top, classes, 2), np.int32)
+        # the blank: from any state, the count unchanged
+        s_best = score.argmax(-1)
+        new[:, blank] = score[np.arange(top), s_best] + logp[t, blank]
+        src[:, blank] = np.stack([np.arange(top), s_best], -1)
+        # a character c: the same c continued (k unchanged), or a new one after the blank or another character (k - 1)
+        stay = score[:, :blank]
+        prev = score[:-1]  # k - 1 for k = 1..max_length
+        order = np.argsort(-prev[:, :blank], axis=-1)  # best two characters at k - 1, for "another than c"
+        first, second = order[:, 0], order[:, min(1, blank - 1)]  # (a one-character alphabet has no other)
+        other_s = np.where(chars[None, :] == first[:, None], second[:, None], first[:, None])  # (k, c): best s != c
+        other = np.where(other_s == chars[None, :], -np.inf, np.take_along_axis(prev[:, :blank], other_s, -1))
+        after_blank = prev[:, blank][:, None].repeat(blank, 1)
+        start_s = np.where(after_blank >= other, blank, other_s)
+        start = np.maximum(after_blank, other)
+        cont = stay[1:]  # continuing c only makes sense with k >= 1
+        use_start = start >= cont
+        new[1:, :blank] = np.where(use_start, start, cont) + logp[t, :blank]
+        src[1:, :blank, 0] = np.where(use_start, np.arange(top - 1)[:, None], np.arange(1, top)[:, None])
+        src[1:, :blank, 1] = np.where(use_start, start_s, chars[None, :])
+        score, back[t] = new, src
+    allowed = score[min_length:top]
+    if not np.isfinite(allowed).any():
+        return None
+    k, s = np.unravel_index(np.argmax(allowed), allowed.shape)
+    k += min_length
+    path = np.empty(frames, np.int64)
+    for t in range(frames - 1, -1, -1):
+        path[t] = s
+        k, s = back[t, k, s]
+    return path
 
 
 def ctc_emits(best: np.ndarray, blank: int) -> np.ndarray:
@@ -262,7 +327,7 @@ def decode_probs(probs: np.ndarray, spec: CaptchaSpec) -> tuple[list[str], np.nd
     """Probabilities -> texts and a per-captcha confidence (slots: the product of each character's top
     probability; ctc: the best path's probability)."""
     if is_ctc(probs, spec):
-        reads, conf = ctc_best_path(probs)
+        reads, conf = ctc_best_path(probs, (spec.min_length, spec.max_length))
         return ["".join(spec.alphabet[k] for k, _ in r) for r in reads], conf
     idx = probs.argmax(-1)
     conf = probs.max(-1).prod(-1)
@@ -274,7 +339,7 @@ def char_probs(probs: np.ndarray, spec: CaptchaSpec) -> list[np.ndarray]:
     character's frame without the blank, renormalized."""
     if not is_ctc(probs, spec):
         return list(probs)
-    reads, _ = ctc_best_path(probs)
+    reads, _ = ctc_best_path(probs, (spec.min_length, spec.max_length))
     out = []
     for p, r in zip(probs, reads):
         rows = p[[t for _, t in r], :-1] if r else np.zeros((0, spec.num_classes), np.float32)

@@ -264,9 +264,11 @@ def test_ctc_head_reads_any_length_and_decodes_best_path():
     p = np.full((1, 8, 17), 0.001)
     for t, k in enumerate([16, 10, 10, 16, 10, 3, 16, 16]):  # blank A A blank A 3 blank blank -> "AA3"
         p[0, t, k] = 0.9
-    texts, conf = decode_probs(p, spec)
+    spec3 = CaptchaSpec.from_flags(40, 120, "3-6", "0-9A-F")  # texts of 3 too
+    texts, conf = decode_probs(p, spec3)
     assert texts == ["AA3"] and 0 < conf[0] < 1
-    rows = char_probs(p, spec)[0]
+    assert len(decode_probs(p, spec)[0][0]) == 4  # 4-6: read along the likeliest path of 4
+    rows = char_probs(p, spec3)[0]
     assert rows.shape == (3, 16) and np.allclose(rows.sum(-1), 1) and rows[2].argmax() == 3
     with pytest.raises(Exception, match="fixed number"):
         build_classifier(spec, ClassifierConfig(head="slots"))
@@ -343,3 +345,41 @@ def test_auto_head_reads_moving_characters_with_ctc(spec):
     assert resolve_head("auto", CaptchaSpec.from_flags(50, 100, "3-5", "a-z")) == "ctc"
     with pytest.raises(InputError):
         resolve_head("slots", CaptchaSpec.from_flags(50, 100, "3-5", "a-z"))
+
+
+def test_ctc_reads_a_text_of_the_spec_length_along_the_likeliest_path():
+    import itertools
+
+    from simcaptcha.classifier import ctc_emits, ctc_viterbi_path
+    from simcaptcha.spec import CaptchaSpec
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # against every path of a few frames
+        frames, chars = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        p = rng.dirichlet(np.full(chars + 1, 0.5), frames)
+        lo = int(rng.integers(0, 4))
+        hi = lo + int(rng.integers(0, 2))
+        scored = [(np.log(p[np.arange(frames), q]).sum(), q) for q in map(np.array, itertools.product(range(chars + 1), repeat=frames))
+                  if lo <= ctc_emits(q[None], chars)[0].sum() <= hi]
+        got = ctc_viterbi_path(p, lo, hi)
+        if not scored:
+            assert got is None
+            continue
+        assert got is not None and lo <= ctc_emits(got[None], chars)[0].sum() <= hi
+        assert np.isclose(np.log(p[np.arange(frames), got]).sum(), max(s for s, _ in scored))
+    # greedy reads "AB" where the spec wants 3 characters: the second-likeliest character of a blank frame fills in
+    spec = CaptchaSpec.from_flags(40, 120, "3", "0-9A-F")
+    p = np.full((1, 6, 17), 0.001)
+    for t, (k, q) in enumerate([(10, 0.9), (16, 0.9), (11, 0.9), (16, 0.55), (16, 0.9), (16, 0.9)]):
+        p[0, t, k] = q
+    p[0, 3, 5] = 0.4  # a '5' half-hidden under the blank
+    assert "".join(spec.alphabet[k] for k, _ in ctc_best_path_of(p)) == "AB"
+    texts, conf = decode_probs(p, spec)
+    assert texts == ["AB5"] and conf[0] < np.prod(p[0].max(-1))  # the longer path is less likely than the greedy one
+    assert decode_probs(p, CaptchaSpec.from_flags(40, 120, "2-3", "0-9A-F"))[0] == ["AB"]  # in range: the greedy read
+
+
+def ctc_best_path_of(p):
+    from simcaptcha.classifier import ctc_best_path
+
+    return ctc_best_path(p)[0][0]
