@@ -50,6 +50,9 @@ def picked_characters(probs: np.ndarray, ctc: bool) -> np.ndarray:
     return picks[ctc_emits(picks, probs.shape[-1] - 1)] if ctc else picks.ravel()
 
 
+MAX_LOG_WEIGHT = 20.0
+
+
 def class_balance_weights(probs: np.ndarray, ctc: bool = False, iterations: int = 200, step: float = 0.25,
                           stop_within: float | None = None) -> np.ndarray:
     """Per-class weights w (classes,) such that reweight(probs, w) picks every class about equally often.
@@ -72,7 +75,9 @@ def class_balance_weights(probs: np.ndarray, ctc: bool = False, iterations: int 
         due = len(picks) * target
         if stop_within is not None and np.abs(counts - due).max() <= stop_within * np.sqrt(due):
             break
-        log_w += step * (np.log(target) - np.log(counts / len(picks) + 1e-6))
+        # A class no captcha is read as grows its weight every pass: bounded, so that the weights stay
+        # finite in float32 (e**20; measured runs stay within e**7).
+        log_w = np.clip(log_w + step * (np.log(target) - np.log(counts / len(picks) + 1e-6)), -MAX_LOG_WEIGHT, MAX_LOG_WEIGHT)
     return np.exp(log_w - log_w.mean())
 
 
@@ -87,7 +92,7 @@ def reweight(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     weights = np.asarray(weights, np.float32)
     if len(weights) == probs.shape[-1]:
         q = probs * weights
-        return q / q.sum(-1, keepdims=True)
+        return q / np.maximum(q.sum(-1, keepdims=True), 1e-30)
     chars = probs[..., :-1]
     q = chars * weights
     q *= chars.sum(-1, keepdims=True) / np.maximum(q.sum(-1, keepdims=True), 1e-12)

@@ -52,6 +52,20 @@ def test_class_balance_undoes_a_shared_bias():
     assert (fixed.argmax(-1) == truth).mean() > 0.999
 
 
+def test_class_balance_stays_finite_when_a_class_is_never_read():
+    # a reader that never reads class 0 (a tiny or degenerate run): its weight grows every pass, but stays finite
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(36), (200, 4))
+    probs[..., 0] = 0.0
+    probs /= probs.sum(-1, keepdims=True)
+    for ctc, p in ((False, probs), (True, np.concatenate([probs * 0.5, np.full((200, 4, 1), 0.5)], -1))):
+        w = class_balance_weights(p, ctc=ctc)
+        assert np.isfinite(w).all() and w[0] == w.max()
+        fixed = reweight(p, w)
+        assert np.isfinite(fixed).all()
+        np.testing.assert_allclose(fixed.sum(-1), 1.0, rtol=1e-5)
+
+
 def test_class_balance_for_ctc_moves_characters_not_blanks():
     # CTC frames (N, T, 36 + blank): each text of 4 characters at frames 1, 3, 5, 7, blank between.
     # The reader takes a third of the zeros (class 26) for o (class 14): balancing must read them as
