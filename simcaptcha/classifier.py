@@ -325,7 +325,8 @@ def ctc_emits(best: np.ndarray, blank: int) -> np.ndarray:
 
 def decode_probs(probs: np.ndarray, spec: CaptchaSpec) -> tuple[list[str], np.ndarray]:
     """Probabilities -> texts and a per-captcha confidence (slots: the product of each character's top
-    probability; ctc: the best path's probability)."""
+    probability; ctc: the best path's probability, among paths of a length the spec allows where the
+    greedy one is not)."""
     if is_ctc(probs, spec):
         reads, conf = ctc_best_path(probs, (spec.min_length, spec.max_length))
         return ["".join(spec.alphabet[k] for k, _ in r) for r in reads], conf
