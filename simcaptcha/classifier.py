@@ -270,11 +270,11 @@ def ctc_viterbi_path(probs: np.ndarray, min_length: int, max_length: int) -> np.
     frame after the same character continues it, after anything else starts the next one.
     """
     frames, classes = probs.shape
+    if frames == 0:
+        return None
     blank, top = classes - 1, max_length + 1
     logp = np.log(np.maximum(probs, 1e-30))
     score = np.full((top, classes), -np.inf)  # score[k, s]: best log-probability, k characters read, frame class s
-    if frames == 0:
-        return None
     score[0, blank] = logp[0, blank]
     if top > 1:
         score[1, :blank] = logp[0, :blank]

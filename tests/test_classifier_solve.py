@@ -350,7 +350,7 @@ def test_auto_head_reads_moving_characters_with_ctc(spec):
 def test_ctc_reads_a_text_of_the_spec_length_along_the_likeliest_path():
     import itertools
 
-    from simcaptcha.classifier import ctc_emits, ctc_viterbi_path
+    from simcaptcha.classifier import ctc_best_path, ctc_emits, ctc_viterbi_path
     from simcaptcha.spec import CaptchaSpec
 
     rng = np.random.default_rng(0)
@@ -373,13 +373,7 @@ def test_ctc_reads_a_text_of_the_spec_length_along_the_likeliest_path():
     for t, (k, q) in enumerate([(10, 0.9), (16, 0.9), (11, 0.9), (16, 0.55), (16, 0.9), (16, 0.9)]):
         p[0, t, k] = q
     p[0, 3, 5] = 0.4  # a '5' half-hidden under the blank
-    assert "".join(spec.alphabet[k] for k, _ in ctc_best_path_of(p)) == "AB"
+    assert "".join(spec.alphabet[k] for k, _ in ctc_best_path(p)[0][0]) == "AB"
     texts, conf = decode_probs(p, spec)
     assert texts == ["AB5"] and conf[0] < np.prod(p[0].max(-1))  # the longer path is less likely than the greedy one
     assert decode_probs(p, CaptchaSpec.from_flags(40, 120, "2-3", "0-9A-F"))[0] == ["AB"]  # in range: the greedy read
-
-
-def ctc_best_path_of(p):
-    from simcaptcha.classifier import ctc_best_path
-
-    return ctc_best_path(p)[0][0]
