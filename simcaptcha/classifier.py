@@ -323,29 +323,32 @@ def ctc_emits(best: np.ndarray, blank: int) -> np.ndarray:
     return (best != blank) & ~repeat
 
 
+def read_probs(probs: np.ndarray, spec: CaptchaSpec, rows: bool = True) -> tuple[list[str], np.ndarray, list[np.ndarray] | None]:
+    """Probabilities -> texts, a per-captcha confidence and (with `rows`) each captcha's (characters read,
+    classes) probabilities, decoded once. Slots: each character's top class, the product of their
+    probabilities, the slots themselves. ctc: the best path, among paths of a length the spec allows where
+    the greedy one is not; its probability; each read character's frame without the blank, renormalized."""
+    if not is_ctc(probs, spec):
+        return [spec.decode(row) for row in probs.argmax(-1)], probs.max(-1).prod(-1), list(probs) if rows else None
+    reads, conf = ctc_best_path(probs, (spec.min_length, spec.max_length))
+    texts = ["".join(spec.alphabet[k] for k, _ in r) for r in reads]
+    if not rows:
+        return texts, conf, None
+    chars = []
+    for p, r in zip(probs, reads):
+        picked = p[[t for _, t in r], :-1] if r else np.zeros((0, spec.num_classes), np.float32)
+        chars.append(picked / np.maximum(picked.sum(-1, keepdims=True), 1e-9))
+    return texts, conf, chars
+
+
 def decode_probs(probs: np.ndarray, spec: CaptchaSpec) -> tuple[list[str], np.ndarray]:
-    """Probabilities -> texts and a per-captcha confidence (slots: the product of each character's top
-    probability; ctc: the best path's probability, among paths of a length the spec allows where the
-    greedy one is not)."""
-    if is_ctc(probs, spec):
-        reads, conf = ctc_best_path(probs, (spec.min_length, spec.max_length))
-        return ["".join(spec.alphabet[k] for k, _ in r) for r in reads], conf
-    idx = probs.argmax(-1)
-    conf = probs.max(-1).prod(-1)
-    return [spec.decode(row) for row in idx], conf
+    """Probabilities -> texts and a per-captcha confidence (read_probs without the rows)."""
+    return read_probs(probs, spec, rows=False)[:2]
 
 
 def char_probs(probs: np.ndarray, spec: CaptchaSpec) -> list[np.ndarray]:
-    """Each captcha's (characters read, classes) probabilities: the slots themselves, or for ctc each read
-    character's frame without the blank, renormalized."""
-    if not is_ctc(probs, spec):
-        return list(probs)
-    reads, _ = ctc_best_path(probs, (spec.min_length, spec.max_length))
-    out = []
-    for p, r in zip(probs, reads):
-        rows = p[[t for _, t in r], :-1] if r else np.zeros((0, spec.num_classes), np.float32)
-        out.append(rows / np.maximum(rows.sum(-1, keepdims=True), 1e-9))
-    return out
+    """Each captcha's (characters read, classes) probabilities (read_probs' rows)."""
+    return read_probs(probs, spec)[2]
 
 
 def accuracy(pred: list[str], truth: list[str]) -> tuple[float, float]:

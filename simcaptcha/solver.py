@@ -12,7 +12,7 @@ import numpy as np
 
 from . import quiet
 from .challenges import LoadResult, decode_image, load_captchas, read_image
-from .classifier import char_probs, decode_probs, is_ctc, predict_probs
+from .classifier import is_ctc, predict_probs, read_probs
 from .estimate import AccuracyCalibration, caveat, model_calibration
 from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
 from .onnx_backend import load_onnx_predictor
@@ -240,8 +240,8 @@ class Solver:
 
 
 def answers_from_probs(probs: np.ndarray, spec: CaptchaSpec) -> list[Answer]:
-    texts, conf = decode_probs(probs, spec)
-    return [Answer(t, float(c), p, spec.alphabet) for t, c, p in zip(texts, conf, char_probs(probs, spec))]
+    texts, conf, rows = read_probs(probs, spec)
+    return [Answer(t, float(c), p, spec.alphabet) for t, c, p in zip(texts, conf, rows)]
 
 
 def as_solver(model) -> Solver:
