@@ -40,6 +40,11 @@ class SynthConfig:
     reference_size: tuple[int, int] = (100, 50)  # (width, height) the pixel values below were measured at
     glyph_box: int = 48  # glyphs are drawn centred in a square this size (reference pixels), then rotated
     fonts: tuple[str, ...] = ()  # empty: the shipped fonts
+    # Share of characters drawn with one of variety_fonts instead of `fonts`: other shapes of each glyph
+    # (a two-storey g, a 1 on a base bar, a dotted 0) than the fonts chosen to fit, so that a reader has
+    # met the shape a site's own font gives a character even where the chosen fonts lack it.
+    variety: float = 0.0
+    variety_fonts: tuple[str, ...] = ()
     font_size: tuple[int, int] = (21, 28)  # pixel size range, inclusive
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
     x_centers: tuple[float, ...] = (17.0, 43.0, 67.0, 88.0)  # mean centre of each character (of a mid-width one)
@@ -175,7 +180,8 @@ class Synthesizer:
         self.font_size = (max(4, round(config.font_size[0] * self.sy)), max(4, round(config.font_size[1] * self.sy)))
         self.box = max(8, round(config.glyph_box * self.sy))
         self.fonts = list(config.fonts) or default_fonts()
-        for f in self.fonts:
+        self.variety_fonts = list(config.variety_fonts) if config.variety > 0 else []
+        for f in self.fonts + self.variety_fonts:
             if not Path(f).is_file():
                 raise FileNotFoundError(f"{f}: font file not found")
             _font(f, self.font_size[0])  # fail early on a file that is not a font
@@ -199,7 +205,7 @@ class Synthesizer:
         count = 0
         for size, stroke in product(sizes, strokes):
             _open_four(size, stroke, self.box)
-            for font, char in product(self.fonts, self.spec.alphabet):
+            for font, char in product(dict.fromkeys(self.fonts + self.variety_fonts), self.spec.alphabet):
                 _glyph(font, size, char, stroke, self.box)
                 if cfg.anchored:
                     _baseline_below_centre(font, size, char, stroke)
@@ -276,6 +282,8 @@ class Synthesizer:
         centers = self.mean_centers(len(text))
         for i, char in enumerate(text):
             fonts = self.char_fonts.get(char, self.fonts)
+            if self.variety_fonts and rng.random() < cfg.variety:
+                fonts = self.variety_fonts
             font = fonts[rng.integers(len(fonts))]  # per character: more shapes of each glyph
             size = int(rng.integers(self.font_size[0], self.font_size[1] + 1))
             angle = rng.uniform(-cfg.rotation, cfg.rotation)

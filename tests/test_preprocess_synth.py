@@ -167,6 +167,29 @@ def test_char_fonts_restrict_shapes_and_fall_back(spec):
     assert Synthesizer(spec, config=SynthConfig(fonts=tuple(dejavu))).char_fonts["g"] == dejavu
 
 
+def test_variety_draws_some_characters_with_the_other_fonts(spec, monkeypatch):
+    import simcaptcha.synth as synth_module
+
+    fonts = default_fonts()
+    one, others = tuple(fonts[:1]), tuple(fonts[1:])
+    plain = Synthesizer(spec, config=SynthConfig(fonts=one, char_fonts=()))
+    unused = Synthesizer(spec, config=SynthConfig(fonts=one, char_fonts=(), variety=0.0, variety_fonts=others))
+    mixed = Synthesizer(spec, config=SynthConfig(fonts=one, char_fonts=(), variety=0.5, variety_fonts=others))
+    assert np.array_equal(plain.render_batch(8, (3, 1))[0], unused.render_batch(8, (3, 1))[0])  # variety 0: the same draws
+    drawn = []
+    glyph = synth_module._glyph
+    monkeypatch.setattr(synth_module, "_glyph", lambda font, *args: drawn.append(font) or glyph(font, *args))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        plain.render_image("abcde", rng)
+    assert set(drawn) == set(one)
+    drawn.clear()
+    for _ in range(20):
+        mixed.render_image("abcde", rng)
+    share = np.mean([f in others for f in drawn])
+    assert 0.3 < share < 0.7, share
+
+
 def test_open_four_leaves_a_gap_at_the_top():
     from simcaptcha.synth import _open_four
 
