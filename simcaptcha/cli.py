@@ -787,7 +787,6 @@ def pipeline(
     font_dir: Optional[Path] = typer.Option(None, "--font-dir", help="A folder of your own fonts (.ttf, .otf) for the fitted synthesizer to choose from, beside the shipped catalog."),
     choose_fonts: bool = typer.Option(PIPELINE_DEFAULTS.choose_fonts, "--choose-fonts/--all-fonts", help="Fitted synthesizer: draw with the fonts a fresh critic finds closest to the real captchas (printed), or with every font."),
     font_variety: float = typer.Option(PIPELINE_DEFAULTS.font_variety, "--font-variety", min=0.0, max=1.0, help="Fitted synthesizer with --choose-fonts: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones, so the readers also meet glyph shapes the chosen fonts lack (0: chosen fonts only)."),
-    raw_view_variety: float = typer.Option(PIPELINE_DEFAULTS.raw_view_variety, "--raw-view-variety", min=0.0, max=1.0, help="Fitted synthesizer: the --font-variety of the raw view alone, where higher (1: every character from any font), so the two views learn glyph shapes from different fonts and agree less often on the same misreading."),
     calibration_captchas: int = typer.Option(PIPELINE_DEFAULTS.calibration_captchas, "--calibration-captchas", min=0, help="Held-out refined synthetic captchas the final model's label-free accuracy estimate is calibrated on (0: no estimate)."),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
@@ -819,7 +818,6 @@ def pipeline(
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
                          classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, background=background,
                          choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None, font_variety=font_variety,
-                         raw_view_variety=raw_view_variety,
                          calibration_captchas=calibration_captchas)
     report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume, look=look)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")

@@ -59,9 +59,6 @@ class PipelineConfig:
     # fitted: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones,
     # so readers also meet glyph shapes the chosen fonts lack (SynthConfig.variety)
     font_variety: float = 0.25
-    # fitted: the same share for the raw view alone (at least font_variety): where it is higher, the two views
-    # learn glyph shapes from different fonts and agree less often on the same misreading
-    raw_view_variety: float = 0.0
     # Held-out refined synthetic captchas the final model's label-free accuracy estimate is calibrated on
     # (simcaptcha.estimate); 0: no estimate.
     calibration_captchas: int = 2000
@@ -121,8 +118,6 @@ class Pipeline:
     _model: object = None  # the final model, made by the "model" stage
     _calibration: AccuracyCalibration | None = None  # its label-free accuracy calibration
     _synth: Synthesizer | None = None  # the fitted synthesizer, read from synth.json once
-    _raw_synth: Synthesizer | None = None  # the raw view's, where it draws with other fonts
-    _raw_pool: object = None
 
     # -- shared pieces -----------------------------------------------------------------------------
     @property
@@ -151,25 +146,6 @@ class Pipeline:
             self._pool = render_pool_with_bar(self.synthesizer(), self.cfg.synthetic_pool, seed=self.cfg.seed, show=self.progress)
         return self._pool
 
-    def raw_synthesizer(self) -> Synthesizer:
-        """What the raw view draws with: the fitted synthesizer, with raw_view_variety of its characters from any font."""
-        synth = self.synthesizer()
-        if self.cfg.raw_view_variety <= synth.config.variety or not synth.config.variety_fonts:
-            return synth
-        if self._raw_synth is None:
-            background = None if synth.background is None else np.asarray(synth.background)
-            self._raw_synth = Synthesizer(synth.spec, background, replace(synth.config, variety=self.cfg.raw_view_variety))
-        return self._raw_synth
-
-    def raw_pool(self):
-        """The raw view's synthetic pool: the shared one, unless it draws with other fonts (raw_view_variety)."""
-        synth = self.raw_synthesizer()
-        if synth is self.synthesizer():
-            return self.pool()
-        if self._raw_pool is None and self.cfg.synthetic_pool:
-            self._raw_pool = render_pool_with_bar(synth, self.cfg.synthetic_pool, seed=self.cfg.seed + 1, show=self.progress)
-        return self._raw_pool
-
     def refined_pool(self):
         pool = self.pool()
         if pool is None:
@@ -192,9 +168,8 @@ class Pipeline:
 
     def train(self, cfg: ClassifierConfig, run_dir: Path, **kwargs) -> dict:
         refined = cfg.refiner is not None
-        return train_classifier(cfg, self.synthesizer() if refined else self.raw_synthesizer(), run_dir,
-                                refiner=load_refiner(self.refiner_path) if refined else None,
-                                pool=self.refined_pool() if refined else self.raw_pool(), real_eval=self.real_eval,
+        return train_classifier(cfg, self.synthesizer(), run_dir, refiner=load_refiner(self.refiner_path) if refined else None,
+                                pool=self.refined_pool() if refined else self.pool(), real_eval=self.real_eval,
                                 resume=self.resume, progress=self.progress, log=self.log, **kwargs)
 
     def latest_view(self, k: str, before_round: int) -> Path:
@@ -213,7 +188,7 @@ class Pipeline:
         all_trained = lambda: self.refiner_path.is_file() and all(is_trained(d) for d in training_dirs)  # noqa: E731
         stages = [
             Stage("look", self.fit_look, None),
-            Stage("synth", lambda: (self.pool(), self.raw_pool()), lambda: not cfg.synthetic_pool or all_trained()),
+            Stage("synth", lambda: self.pool(), lambda: not cfg.synthetic_pool or all_trained()),
             Stage("refine-train", self.refine_train, lambda: self.refiner_path.is_file()),
             Stage("train (refined)", lambda: self.train_view("a"), lambda: is_trained(out / "classifier_refined"), ("refined",)),
             Stage("train (raw view)", lambda: self.train_view("b"), lambda: is_trained(out / "classifier_raw"), ("raw", "gap")),
@@ -251,7 +226,7 @@ class Pipeline:
             raise InputError(f"background {mode!r}: expected auto, mask, fitted or stripes")
         self.report["synthesizer"] = mode
         Synthesizer(self.spec, background, config).save(self.out)
-        self._synth = self._raw_synth = None  # read back from what was just saved
+        self._synth = None  # read back from what was just saved
         self.log_head()
 
     def log_head(self) -> None:

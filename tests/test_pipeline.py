@@ -125,24 +125,6 @@ def test_unknown_characters_are_left_out_of_the_loss(tmp_path, spec):
     assert (tmp_path / "classifier.keras").is_file() and "val/synthetic_char_acc" in metrics
 
 
-def test_raw_view_draws_with_more_font_variety_where_asked(tmp_path, spec):
-    from simcaptcha.pipeline import Pipeline, PipelineConfig
-    from simcaptcha.synth import SynthConfig, Synthesizer, default_fonts
-
-    fonts = default_fonts()
-    Synthesizer(spec, config=SynthConfig(fonts=tuple(fonts[:1]), variety=0.25, variety_fonts=tuple(fonts))).save(tmp_path)
-
-    def pipeline(raw_view_variety):
-        cfg = PipelineConfig(raw_view_variety=raw_view_variety, synthetic_pool=16)
-        return Pipeline(tmp_path, cfg, spec, None, np.zeros((0, spec.height, spec.width, 3), np.uint8), [], progress=False)
-
-    same = pipeline(0.0)
-    assert same.raw_synthesizer() is same.synthesizer() and same.raw_pool() is same.pool()
-    other = pipeline(1.0)
-    assert other.synthesizer().config.variety == 0.25 and other.raw_synthesizer().config.variety == 1.0
-    assert other.raw_pool() is not other.pool() and not np.array_equal(other.raw_pool().x, other.pool().x)
-
-
 def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     import simcaptcha.pipeline as pipeline
 
