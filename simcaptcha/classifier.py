@@ -52,6 +52,8 @@ class ClassifierConfig:
     checkpoint_every: int = 250
     val_size: int = 512
     extra_shift: int = 0  # pseudo-labelled real captchas move by up to this many pixels each way, per batch
+    extra_erase: int = 0  # pseudo-labelled real captchas lose this many small random boxes (set to their ground), per batch
+    extra_erase_side: int = 10  # longest side of those boxes, px
     synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
 
 
@@ -403,6 +405,21 @@ def shift_randomly(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> n
     return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
+def erase_randomly(x: np.ndarray, boxes: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A copy of (N, H, W, C) images with `boxes` random boxes of each (1 to `side` px each way) set to
+    the image's median, its ground: a reader must then read a character from more than one of its parts."""
+    x = np.array(x, copy=True)
+    n, h, w = x.shape[:3]
+    bh, bw = min(side, h), min(side, w)
+    ground = np.median(x.reshape(n, -1), axis=1)
+    for i in range(n):
+        for _ in range(boxes):
+            eh, ew = rng.integers(1, bh + 1), rng.integers(1, bw + 1)
+            y0, x0 = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+            x[i, y0:y0 + eh, x0:x0 + ew] = ground[i]
+    return x
+
+
 def training_loop(run: RunDir, cfg, start: int, step_fn, evaluate, schedule, models: dict, optimizers: dict,
                   desc: str, progress: bool = True) -> dict:
     """Steps start..cfg.steps of a training run: a progress bar, TensorBoard scalars every 50 steps,
@@ -559,7 +576,10 @@ def train_classifier(
             x = refine(x)
         if n_extra:
             pick = rng.integers(0, len(extra_data[0]), n_extra)
-            x = tf.concat([x, shift_randomly(extra_data[0][pick], cfg.extra_shift, rng)], 0)
+            real = shift_randomly(extra_data[0][pick], cfg.extra_shift, rng)
+            if cfg.extra_erase:
+                real = erase_randomly(real, cfg.extra_erase, cfg.extra_erase_side, rng)
+            x = tf.concat([x, real], 0)
             y = tf.concat([y, extra_data[1][pick].astype(np.int32)], 0)
         frames, weight = frame_targets(np.asarray(y), step)
         return float(train_step(x, y, tf.constant(frames), tf.constant(weight, tf.float32)))

@@ -762,6 +762,7 @@ def pipeline(
     rounds: int = typer.Option(PIPELINE_DEFAULTS.selftrain_rounds, min=0, help="Self-training rounds (pseudo-label, then fine-tune)."),
     threshold: float = typer.Option(PIPELINE_DEFAULTS.selftrain_threshold, min=0.0, max=1.0, help="Probability both views need to keep a pseudo-labelled character."),
     shift: int = typer.Option(PIPELINE_DEFAULTS.selftrain_shift, min=0, max=10, help="Pixels by which pseudo-labelled real captchas are randomly moved in each self-training batch (0: not moved)."),
+    erase: int = typer.Option(PIPELINE_DEFAULTS.selftrain_erase, min=0, max=20, help="Small boxes (sides up to 18% of the synthesizer's font size) set to the ground at random places of each pseudo-labelled real captcha, each time it is drawn into a self-training batch (0: none)."),
     real_fraction: float = typer.Option(PIPELINE_DEFAULTS.selftrain_fraction, min=0.0, max=0.95, help="Share of each self-training batch taken from pseudo-labelled real captchas; the rest is synthetic (refined for the refined view)."),
     min_pseudo_labels: int = typer.Option(PIPELINE_DEFAULTS.min_pseudo_labels, min=1, help="Fewest pseudo-labelled captchas a self-training round needs; with fewer it is skipped."),
     width: float = typer.Option(
@@ -814,7 +815,7 @@ def pipeline(
     real_eval = load_eval_set(eval_real, eval_labels, spec, resize)
     labels = read_labels(eval_labels)[0] if real_eval else None
     cfg = PipelineConfig(seed=seed, refiner_steps=refiner_steps, classifier_steps=classifier_steps, raw_view_steps=raw_view_steps,
-                         selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift,
+                         selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift, selftrain_erase=erase,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
                          classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, background=background,
                          choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None, font_variety=font_variety,

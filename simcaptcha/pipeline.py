@@ -45,6 +45,7 @@ class PipelineConfig:
     # fine-tuned: a fresh classifier of the new width learns the round's pseudo-labels from scratch.
     student_steps: int = 3000
     selftrain_shift: int = 2  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
+    selftrain_erase: int = 0  # small boxes erased from each pseudo-labelled real captcha in each fine-tuning batch
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
     balance_classes: bool = True  # correct each view's class prior on the real captchas before pseudo-labelling (slots and ctc)
     average_views: bool = True  # slots: the final model averages both views' probabilities (else, and for ctc: the refined view alone)
@@ -77,6 +78,17 @@ class Stage:
 
 # CTC views' class weights are fitted on this many real captchas (every one for slot views).
 BALANCE_SAMPLE = 5000
+
+
+# Boxes erased from pseudo-labelled real captchas (--erase) reach this share of the synthesizer's mean font
+# size on a side: about a stroke's length, so that a box hides part of a character, not all of it or its
+# one telling detail (HackMIT's font of 24 px: 4 px; the `captcha` style's 54 px: 10 px).
+ERASE_SIDE = 0.18
+
+
+def erase_side(synth: Synthesizer) -> int:
+    """Longest side, px, of the boxes erased from pseudo-labelled real captchas for `synth`'s glyph size."""
+    return max(1, round(ERASE_SIDE * float(np.mean(synth.font_size))))
 
 
 def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
@@ -350,7 +362,8 @@ class Pipeline:
                 info[f"view_{k}"] = json.loads((run_dir / "metrics.json").read_text())
                 continue
             schedule = {"steps": cfg.student_steps} if fresh else {"steps": cfg.selftrain_steps, "learning_rate": cfg.selftrain_learning_rate}
-            st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
+            st_cfg = replace(view_cfgs[k], extra_shift=cfg.selftrain_shift, extra_erase=cfg.selftrain_erase,
+                             extra_erase_side=erase_side(self.synthesizer()), seed=cfg.seed + 10 * (r + 1) + (k == "b"), **schedule)
             info[f"view_{k}"] = self.train(st_cfg, run_dir, extra_data=(pseudo.x, pseudo.labels), extra_fraction=cfg.selftrain_fraction,
                                            init_model=None if fresh else views[k])
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simcaptcha.classifier import ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, head_windows, predict_probs, shift_randomly
+from simcaptcha.classifier import (ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, erase_randomly, head_windows, predict_probs,
+                                   shift_randomly)
 from simcaptcha.cli import app
 from simcaptcha.solver import SolveResult, Solution, accuracy_by_confidence, evaluate
 
@@ -90,6 +91,20 @@ def test_shift_randomly_moves_each_image_within_range():
         assert len(found) == 1
         offsets.add(found[0])
     assert len(offsets) > 10  # not one shift for the whole batch
+
+
+def test_erase_randomly_sets_small_boxes_to_the_ground():
+    rng = np.random.default_rng(0)
+    x = np.full((32, 60, 160, 1), -0.8, np.float32)
+    x[:, 20:40, 10:150] = 0.9  # a band of ink over a ground of -0.8
+    before = x.copy()
+    erased = erase_randomly(x, 4, 10, rng)
+    assert np.array_equal(x, before)  # the input is left as it was
+    changed = erased != x
+    assert changed.any()
+    assert np.all(erased[changed] == -0.8)  # erased pixels take the ground's value
+    assert changed.reshape(32, -1).sum(1).max() <= 4 * 10 * 10  # four boxes of at most 10 x 10
+    assert np.array_equal(erase_randomly(x, 0, 10, rng), x)
 
 
 def test_decode_and_accuracy(spec):
