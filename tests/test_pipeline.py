@@ -171,13 +171,15 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     # resume adds a round to the finished run without training the earlier stages again
     report["stage_seconds"]["self-train 2"] = 1000.0  # marks the earlier run's time of the round resumed below
     (out / "report.json").write_text(json.dumps(report))
-    result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--real-fraction", "0.75", "--resume"])
+    result = CliRunner().invoke(app, [*args[:-2], "--rounds", "3", "--threshold", "0", "--real-fraction", "0.75", "--erase", "2", "--resume"])
     assert result.exit_code == 0, result.output
     assert "train (refined): done before, kept" in result.output
     assert "self-train 1: done before, kept" in result.output
     resumed = json.loads((out / "report.json").read_text())
     assert len(resumed["rounds"]) == 3
     assert json.loads((out / "pipeline.json").read_text())["selftrain_fraction"] == 0.75
+    round_3 = json.loads((out / "selftrain_3_a" / "config.json").read_text())
+    assert round_3["extra_erase"] == 2 and round_3["extra_erase_side"] >= 1  # the new round erases boxes
     # kept stages report the earlier run's time and pseudo-label figures, not the ~0 s of skipping them
     for stage in ["refine-train", "train (refined)", "train (raw view)", "self-train 1"]:
         assert resumed["stage_seconds"][stage] == report["stage_seconds"][stage]
