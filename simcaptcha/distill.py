@@ -10,11 +10,12 @@ carries information a hard pseudo-label throws away), each captcha moved by up t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .classifier import ClassifierConfig, RealEval, build_classifier, is_ctc, predict_probs, score, shift_randomly, training_loop
+from .classifier import (ClassifierConfig, RealEval, build_classifier, is_ctc, predict_probs, resolve_precision, score, shift_randomly, training_loop,
+                         with_precision)
 from .files import InputError, write_json_atomic
 from .runs import RunDir, save_model_atomic
 from .spec import CaptchaSpec
@@ -33,6 +34,7 @@ class DistillConfig:
     seed: int = 0
     eval_every: int = 1000
     checkpoint_every: int = 250
+    precision: str = "float32"  # ClassifierConfig.precision: the arithmetic of the training steps
 
 
 def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: np.ndarray, out_dir, synthetic=None,
@@ -51,6 +53,7 @@ def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: n
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
         cfg = run.load_config(DistillConfig)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision))
     run.save_config(cfg)
     spec.save(run.path)
     log(f"reading {len(real_x)} real captchas with the teacher")
@@ -64,25 +67,30 @@ def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: n
                          "a CTC student needs the teacher's column count")
     if synthetic is not None and ctc:
         synthetic = (synthetic[0], predict_probs(teacher, synthetic[0]))
+    trained = with_precision(student, cfg.precision)  # the steps train this one; `student` (float32) is scored and saved
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02)
     optimizer = keras.optimizers.Adam(schedule)
-    optimizer.build(student.trainable_variables)
+    optimizer.build(trained.trainable_variables)
     start = 0
     if resume and run.has_checkpoint():
-        start, _ = run.load_checkpoint({"student": student}, {"adam": optimizer})
+        start, _ = run.load_checkpoint({"student": trained}, {"adam": optimizer})
         log(f"resuming from step {start}")
+
+    def sync():
+        if trained is not student:
+            student.set_weights(trained.get_weights())
 
     @tf.function
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            heads = student(x, training=True)
+            heads = trained(x, training=True)
             if ctc:  # per column: (B, T) cross-entropies against the teacher's columns
                 loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, heads))
             else:
                 loss = tf.add_n([keras.losses.categorical_crossentropy(y[:, i], heads[i]) for i in range(len(heads))])
                 loss = tf.reduce_mean(loss)
-        grads = tape.gradient(loss, student.trainable_variables)
-        optimizer.apply_gradients(zip(grads, student.trainable_variables))
+        grads = tape.gradient(loss, trained.trainable_variables)
+        optimizer.apply_gradients(zip(grads, trained.trainable_variables))
         return loss
 
     n_syn = int(round(cfg.batch_size * cfg.synthetic_fraction)) if synthetic is not None else 0
@@ -92,6 +100,7 @@ def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: n
     def evaluate(step):
         metrics = {}
         if real_eval is not None:
+            sync()
             metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(student, real_eval.x, real_eval.texts, spec)
             run.log_scalars(step, metrics)
         return metrics
@@ -108,9 +117,10 @@ def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: n
         return float(train_step(tf.constant(x), tf.constant(y)))
 
     t0 = time.time()
-    metrics = training_loop(run, cfg, start, step_fn, evaluate, schedule, {"student": student}, {"adam": optimizer}, "distill", progress)
+    metrics = training_loop(run, cfg, start, step_fn, evaluate, schedule, {"student": trained}, {"adam": optimizer}, "distill", progress)
     if not metrics:
         metrics = evaluate(cfg.steps)
+    sync()
     save_model_atomic(student, run.path / "classifier.keras", spec)
     metrics["train/seconds"] = time.time() - t0
     write_json_atomic(run.path / "metrics.json", metrics)

@@ -63,6 +63,7 @@ class PipelineConfig:
     # Held-out refined synthetic captchas the final model's label-free accuracy estimate is calibrated on
     # (simcaptcha.estimate); 0: no estimate.
     calibration_captchas: int = 2000
+    precision: str = "float32"  # ClassifierConfig.precision of every classifier the pipeline trains
 
 
 @dataclass
@@ -173,7 +174,7 @@ class Pipeline:
     def view_configs(self) -> dict[str, ClassifierConfig]:
         cfg = self.cfg
         base = ClassifierConfig(seed=cfg.seed, width=cfg.classifier_width, synthetic_pool=cfg.synthetic_pool,
-                                head=resolve_head(cfg.head, self.spec, self.synthesizer()))
+                                head=resolve_head(cfg.head, self.spec, self.synthesizer()), precision=cfg.precision)
         base = replace(base, head_window=slot_window(self.synthesizer(), base))  # wider where characters move more
         return {"a": replace(base, steps=cfg.classifier_steps, refiner=str(self.refiner_path)),
                 "b": replace(base, steps=cfg.raw_view_steps, seed=cfg.seed + 1)}

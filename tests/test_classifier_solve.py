@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simcaptcha.classifier import (ClassifierConfig, accuracy, average_classifiers, build_classifier, decode_probs, erase_randomly, head_windows, predict_probs,
-                                   shift_randomly)
+from simcaptcha.classifier import (ClassifierConfig, accuracy, average_classifiers, build_classifier, cpu_has_bfloat16, decode_probs, erase_randomly,
+                                   head_windows, predict_probs, resolve_precision, shift_randomly, with_precision)
+from simcaptcha.files import InputError
 from simcaptcha.cli import app
 from simcaptcha.solver import SolveResult, Solution, accuracy_by_confidence, evaluate
 
@@ -183,6 +184,43 @@ def test_train_resume_continues(tmp_path):
     assert result.exit_code == 0 and "resuming from step 4" in result.output
     with np.load(out / "checkpoint.npz") as data:
         assert int(data["step"]) == 6
+
+
+def test_with_precision_copies_weights_and_keeps_outputs_float32(spec):
+    model = build_classifier(spec, ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
+    assert with_precision(model, "float32") is model
+    fast = with_precision(model, "bfloat16")
+    policies = {layer.name: layer.dtype_policy.name for layer in fast.layers}
+    assert policies["conv_0"] == "mixed_bfloat16" and all(policies[n] == "float32" for n in model.output_names)
+    assert all(w.dtype == "float32" for w in fast.weights)
+    for a, b in zip(model.get_weights(), fast.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).random((4, 50, 100, 1), np.float32)
+    for a, b in zip(model(x), fast(x)):  # the same network, computed at bfloat16's 8-bit mantissa
+        assert b.dtype == "float32"
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=0.02)
+
+
+def test_resolve_precision():
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    assert resolve_precision("auto") == ("bfloat16" if cpu_has_bfloat16() else "float32")  # the test machines have no GPU
+    with pytest.raises(InputError, match="precision 'half'"):
+        resolve_precision("half")
+
+
+def test_bfloat16_training_saves_its_trained_weights_as_a_float32_model(tmp_path):
+    import keras
+
+    out = tmp_path / "m"
+    result = runner.invoke(app, ["train", "-o", str(out), "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--size", "100x50",
+                                 "--precision", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["precision"] == "bfloat16"
+    model = keras.models.load_model(out / "classifier.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    with np.load(out / "checkpoint.npz") as data:  # the steps' weights, not the ones the run started from
+        for i, w in enumerate(model.get_weights()):
+            np.testing.assert_array_equal(w, data[f"model/classifier/{i}"])
 
 
 def test_solve_and_evaluate(tmp_path, tiny_model, challenge_dir):
