@@ -58,7 +58,8 @@ class ClassifierConfig:
     synthetic_pool: int = 0  # render this many synthetic captchas up front and draw batches from them (0: render each batch)
     # Arithmetic of the training steps: "bfloat16" computes layers in bfloat16 with float32 weights (Keras mixed
     # precision; outputs and saved models stay float32), "auto" picks it on a CPU with native bfloat16 and no GPU.
-    # float32 by default: on HackMIT bfloat16 trained 20% faster but self-trained a point lower (docs/results.md).
+    # float32 by default: on HackMIT bfloat16 trained 20% faster and read as well over two seeds (91.45% each), but
+    # a point lower at four rounds on the one seed measured (docs/results.md).
     precision: str = "float32"
 
 
