@@ -637,6 +637,7 @@ def distill(
     synthetic captchas; no real label is used. Example:
     simcaptcha distill challenges/ -o runs/fast --width 1
     """
+    from .classifier import resolve_precision
     from .distill import distill_classifier
     from .preprocess import BACKGROUND_SAMPLE, estimate_background, load_background, preprocess
     from .solver import load_classifier
@@ -648,6 +649,7 @@ def distill(
         fail(f"--filters {filters!r}: expected integers separated by commas, like 16,32,64,128")
     if len(channels) != 4 or min(channels) < 1:
         fail(f"--filters {filters!r}: expected four positive integers")
+    resolve_precision(precision)  # fail before reading the captchas and the teacher
     refuse_overwriting_inputs([out], [*paths, *(eval_real or [])])
     loaded = load_or_fail(paths)
     teacher_model, spec = load_classifier(teacher)
