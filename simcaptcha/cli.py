@@ -20,7 +20,7 @@ from .distill import DistillConfig
 from .pipeline import PipelineConfig
 from .preprocess import BACKGROUND_SAMPLE
 from .simgan import SimGANConfig
-from .spec import DEFAULT_ALPHABET, DEFAULT_LENGTH, CaptchaSpec
+from .spec import DEFAULT_ALPHABET, DEFAULT_LENGTH, INKS, CaptchaSpec
 
 SIMGAN_DEFAULTS = SimGANConfig()
 CLASSIFIER_DEFAULTS = ClassifierConfig()
@@ -792,7 +792,7 @@ def pipeline(
     head: str = typer.Option(PIPELINE_DEFAULTS.head, "--head", help=HEAD_HELP),
     resize: Optional[str] = typer.Option(None, "--resize", help=RESIZE_HELP),
     background: str = typer.Option(PIPELINE_DEFAULTS.background, "--background", help="What synthetic captchas are drawn over, and how: mask (the background the real captchas share, HackMIT's hand-fitted look), fitted (grounds, inks, sizes and places measured on the real captchas), stripes (random stripes), auto (mask where the real captchas share a fixed background, else fitted)."),
-    ink: str = typer.Option("auto", "--ink", help="Whether the text is lighter (light) or darker (dark) than its background; auto: measured on the captchas."),
+    ink: str = typer.Option("auto", "--ink", help="Whether the text is lighter (light) or darker (dark) than its background, or either per captcha (mixed: each captcha is turned so its text is bright); auto: measured on the captchas."),
     font_dir: Optional[Path] = typer.Option(None, "--font-dir", help="A folder of your own fonts (.ttf, .otf) for the fitted synthesizer to choose from, beside the shipped catalog."),
     choose_fonts: bool = typer.Option(PIPELINE_DEFAULTS.choose_fonts, "--choose-fonts/--all-fonts", help="Fitted synthesizer: draw with the fonts a fresh critic finds closest to the real captchas (printed), or with every font."),
     font_variety: float = typer.Option(PIPELINE_DEFAULTS.font_variety, "--font-variety", min=0.0, max=1.0, help="Fitted synthesizer with --choose-fonts: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones, so the readers also meet glyph shapes the chosen fonts lack (0: chosen fonts only)."),
@@ -816,8 +816,8 @@ def pipeline(
     loaded = load_or_fail(paths, resize)
     images = loaded.images()
     look = estimate_look(images, jpeg=loaded.mostly_jpeg(), seed=seed)
-    if ink not in ("auto", "light", "dark"):
-        fail(f"--ink {ink!r}: expected auto, light or dark")
+    if ink not in ("auto", *INKS):
+        fail(f"--ink {ink!r}: expected auto, {', '.join(INKS)}")
     spec = CaptchaSpec.for_images(images, length, alphabet, look.ink if ink == "auto" else ink)
     resolve_head(head, spec)  # fail before any work on a head the spec cannot have
     resolve_precision(precision)

@@ -33,7 +33,7 @@ def exported_spec(spec: CaptchaSpec) -> dict:
     return {**spec.to_dict(), "input": "rgb", "format": 1}
 
 
-def _preprocess(g: _Graph, rgb: str, ink: str = "light") -> str:
+def _preprocess(g: _Graph, rgb: str, ink: str, height: int, width: int) -> str:
     """preprocess() in ONNX: (luma + min(R, G, B)) / 255 - 1, uint8 (N, H, W, 3) in, float (N, 1, H, W) out.
 
     The bytes are turned to NCHW first; luma is then a 1x1 convolution and whiteness a minimum over
@@ -47,9 +47,35 @@ def _preprocess(g: _Graph, rgb: str, ink: str = "light") -> str:
     white = g.op("ReduceMin", [x], "whiteness", axes=[1], keepdims=1)
     white = g.op("Mul", [white, g.const("inv255", np.array(1 / 255.0, np.float32))], "whiteness")
     mean = g.op("Add", [luma, white], "input")
+    one = g.const("one", np.array(1.0, np.float32))
     if ink == "dark":  # turned over, as preprocess() does for dark ink: 1 - mean
-        return g.op("Sub", [g.const("one", np.array(1.0, np.float32)), mean], "input")
-    return g.op("Sub", [mean, g.const("one", np.array(1.0, np.float32))], "input")
+        return g.op("Sub", [one, mean], "input")
+    light = g.op("Sub", [mean, one], "input")
+    if ink == "light":
+        return light
+    return _per_captcha_polarity(g, light, height, width)
+
+
+def _per_captcha_polarity(g: _Graph, light: str, height: int, width: int) -> str:
+    """preprocess()'s ink "mixed" on (N, 1, H, W): ground (the median) to -1, text turned bright, clipped.
+
+    ONNX has no median: TopK of the largest half plus one gives it, as numpy computes it (the middle
+    value, or the mean of the two middle ones).
+    """
+    n = height * width
+    k = n // 2 + 1
+    flat = g.op("Reshape", [light, g.const("rows", np.array([0, n], np.int64))], "flat")
+    top, _ = g.op_n("TopK", [flat, g.const("half", np.array([k], np.int64))], "half", 2, axis=1, largest=1, sorted=1)
+    middle = g.op("Slice", [top, g.const("start", np.array([k - (2 if n % 2 == 0 else 1)], np.int64)),
+                            g.const("end", np.array([k], np.int64)), g.const("axis1", np.array([1], np.int64))], "middle")
+    median = g.op("ReduceMean", [middle], "median", axes=[1], keepdims=1)
+    average = g.op("ReduceMean", [flat], "average", axes=[1], keepdims=1)
+    darker = g.op("Less", [average, median], "darker")
+    sign = g.op("Where", [darker, g.const("minus", np.array(-1.0, np.float32)), g.const("plus", np.array(1.0, np.float32))], "sign")
+    shifted = g.op("Mul", [g.op("Sub", [flat, median], "centred"), sign], "turned")
+    shifted = g.op("Sub", [shifted, g.const("one", np.array(1.0, np.float32))], "grounded")
+    clipped = g.op("Clip", [shifted, g.const("lo", np.array(-1.0, np.float32)), g.const("hi", np.array(1.0, np.float32))], "clipped")
+    return g.op("Reshape", [clipped, g.const("nchw_shape", np.array([-1, 1, height, width], np.int64))], "input")
 
 
 class _Graph:
@@ -68,11 +94,15 @@ class _Graph:
         return name
 
     def op(self, kind: str, inputs: list[str], hint: str, **attrs) -> str:
+        return self.op_n(kind, inputs, hint, 1, **attrs)[0]
+
+    def op_n(self, kind: str, inputs: list[str], hint: str, outputs: int, **attrs) -> list[str]:
+        """A node with `outputs` outputs (TopK has two); returns their names."""
         from onnx import helper
 
-        out = self.name(hint)
-        self.nodes.append(helper.make_node(kind, inputs, [out], name=out, **attrs))
-        return out
+        outs = [self.name(hint) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(kind, inputs, outs, name=outs[0], **attrs))
+        return outs
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -206,7 +236,7 @@ def to_onnx(model, spec: CaptchaSpec, calibration: AccuracyCalibration | None = 
     from onnx import TensorProto, helper
 
     g = _Graph()
-    nchw = _preprocess(g, "image", spec.ink)
+    nchw = _preprocess(g, "image", spec.ink, spec.height, spec.width)
     heads = _walk(g, model, [(nchw, "nchw")])
     if len(model.outputs) == 1 and len(model.outputs[0].shape) == 3:  # ctc: (N, T, classes + 1) already
         g.nodes.append(helper.make_node("Identity", [heads[0][0]], ["probs"], name="probs"))

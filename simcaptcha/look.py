@@ -4,8 +4,9 @@ Nothing here knows any site. From real captchas alone it measures:
 
 - whether they share one fixed background (a site's mask, as HackMIT's) or each has its own;
 - which pixels are ink: those far from the background (the shared one, or each captcha's own
-  median colour); whether the ink is lighter or darker than the ground (the spec's `ink`);
-- the colours of grounds and of ink, one sample per captcha;
+  median colour); whether the ink is lighter or darker than the ground (the spec's `ink`), or
+  lighter on some captchas and darker on others ("mixed");
+- the colours of grounds and of ink, one pair per captcha;
 - where the text sits: the band of rows and the span of columns the ink covers;
 - whether the images were JPEG-compressed.
 
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .domaingap import gap_score
-from .preprocess import estimate_background, preprocess
+from .preprocess import estimate_background, preprocess, text_is_darker
 from .spec import CaptchaSpec
 from .synth import SynthConfig, Synthesizer, default_fonts
 
@@ -33,17 +34,19 @@ FIXED_MARGIN = 0.15  # a shared background explaining this much more of the pixe
 SHAPE_RANGE = {"width": (0.55, 1.3), "height": (0.7, 1.5), "stroke": 10}
 BAND_ROW_SHARE = 0.06  # a row (column) is part of the text where at least this share of its pixels is ink: specks and thin lines are not
 LOOK_SAMPLE = 2000  # captchas the look is measured on: the statistics settle long before
+# Text darker than its ground on at least this share of the captchas and lighter on at least as many: "mixed" ink.
+MIXED_SHARE = 0.1
 
 
 @dataclass(frozen=True)
 class Look:
-    ink: str  # "light" or "dark": ink lighter or darker than the ground
+    ink: str  # "light", "dark" (ink lighter or darker than the ground) or "mixed" (either, per captcha)
     fixed_background: bool  # one background shared by every captcha (then drawn from a mask)
     background_share: float  # share of pixels the shared background explains, mean over captchas
     own_share: float  # share of pixels each captcha's own median colour explains
     ink_share: float  # share of pixels that are ink
     ground_colours: tuple[tuple[int, int, int], ...]  # one per measured captcha (its median colour)
-    ink_colours: tuple[tuple[int, int, int], ...]  # one per measured captcha (its ink's median colour)
+    ink_colours: tuple[tuple[int, int, int], ...]  # one per measured captcha (its ink's median colour), in the same order
     band: tuple[float, float, float, float]  # ink band height, px: 10th, 50th, 90th percentile; and its mean centre row
     span: tuple[float, float]  # mean first and last ink column
     jpeg: bool  # the real captchas were JPEG files
@@ -53,10 +56,12 @@ class Look:
     # Glyph height: quartiles of each column's ink extent (first to last ink row), thin lines and dots
     # opened away first; sizes of single glyphs, where the band is the union of all of them. (0, 0, 0): not measured.
     glyph_height: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    dark_share: float = 0.0  # share of captchas whose text is darker than their ground (preprocess.text_is_darker)
 
     def summary(self) -> str:
         kind = "a fixed background (mask)" if self.fixed_background else "a background of its own per captcha"
-        return (f"{self.ink} ink over {kind} (it explains {self.background_share:.0%} of pixels, each captcha's own colour "
+        ink = f"{self.ink} ink ({self.dark_share:.0%} of captchas with text darker than the ground)" if self.ink == "mixed" else f"{self.ink} ink"
+        return (f"{ink} over {kind} (it explains {self.background_share:.0%} of pixels, each captcha's own colour "
                 f"{self.own_share:.0%}); ink {self.ink_share:.1%} of pixels; "
                 f"text band {self.band[0]:.0f}-{self.band[2]:.0f} px high around row {self.band[3]:.0f}, "
                 f"columns {self.span[0]:.0f}-{self.span[1]:.0f}; glyphs {self.glyph_height[0]:.0f}-{self.glyph_height[2]:.0f} px high "
@@ -157,6 +162,8 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
     luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     ground_luma = np.broadcast_to(grounds, images.shape).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     darker = float(np.median((luma - ground_luma)[ink])) < 0 if ink.any() else False
+    dark_share = float(text_is_darker(images).mean())
+    mixed = MIXED_SHARE <= dark_share <= 1 - MIXED_SHARE
     ink_colours = []
     for k in range(len(images)):
         pixels = images[k][ink[k]]
@@ -164,7 +171,7 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
     top, bottom, left, right = _band_and_span(ink)
     height = bottom - top + 1
     return Look(
-        ink="dark" if darker else "light",
+        ink="mixed" if mixed else "dark" if darker else "light",
         fixed_background=fixed,
         background_share=round(background_share, 4),
         own_share=round(own_share, 4),
@@ -179,6 +186,7 @@ def estimate_look(images: np.ndarray, jpeg: bool = False, sample: int = LOOK_SAM
         specks=round(float(speck_pixels(ink).mean()), 2),
         thin_runs=round(float(thin_runs(ink).mean()), 2),
         glyph_height=tuple(round(float(v), 2) for v in glyph_heights(ink)),
+        dark_share=round(dark_share, 4),
     )
 
 

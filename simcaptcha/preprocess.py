@@ -39,7 +39,11 @@ def preprocess(rgb: np.ndarray, ink: str = "light") -> np.ndarray:
 
     The mean of whiteness and luma: white 1, black -1 (see the module docstring). For captchas of
     dark ink on a light background (the spec's ink "dark") the scale is turned over, so that the
-    network always sees bright text on a darker ground, whatever the site's colours.
+    network always sees bright text on a darker ground, whatever the site's colours. For a site
+    whose text is lighter than its ground on some captchas and darker on others (ink "mixed"),
+    each captcha is measured on its own (`text_is_darker`), turned over where its text is darker,
+    and shifted so that its ground (its median) sits at -1; what lies beyond the ground on the
+    other side from the text (a black line under light text) is cut off there.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim < 3 or rgb.shape[-1] != 3:
@@ -49,9 +53,33 @@ def preprocess(rgb: np.ndarray, ink: str = "light") -> np.ndarray:
     x -= 1.0
     if ink == "dark":
         np.negative(x, out=x)
+    elif ink == "mixed":
+        shape = x.shape
+        flat = x.reshape(-1, shape[-2] * shape[-1])  # one row per captcha
+        for start in range(0, len(flat), 1024):  # np.median copies its input: a slice at a time
+            rows = flat[start : start + 1024]
+            ground = np.median(rows, axis=1, keepdims=True)
+            sign = np.where(rows.mean(1, keepdims=True) < ground, np.float32(-1), np.float32(1))
+            rows -= ground
+            rows *= sign
+            rows -= 1.0
+            np.clip(rows, -1.0, 1.0, out=rows)
+        x = flat.reshape(shape)
     elif ink != "light":
-        raise ValueError(f"ink {ink!r}: expected light or dark")
+        raise ValueError(f"ink {ink!r}: expected light, dark or mixed")
     return x[..., None]
+
+
+def text_is_darker(rgb: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N,) bool: whether each captcha's text is darker than its ground.
+
+    The ground is most of a captcha's pixels and the text a minority on one side of it, so the text
+    pulls the mean of the network's grey scale (see preprocess) away from the median towards its own
+    side: below it for dark text. The rule preprocess(ink="mixed") applies to each captcha.
+    """
+    x = preprocess(rgb, "light")
+    flat = x.reshape(len(x), -1)
+    return flat.mean(1) < np.median(flat, axis=1)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

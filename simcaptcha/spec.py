@@ -22,7 +22,7 @@ MODEL_SPEC_ENTRY = "simcaptcha_spec.json"  # inside a .keras file (a zip archive
 MAX_SIDE = 1024  # a captcha larger than this on either side is refused
 MAX_LENGTH = 32
 MAX_CLASSES = 512
-INKS = ("light", "dark")
+INKS = ("light", "dark", "mixed")  # text lighter than its ground, darker, or either per captcha
 PAD = -1  # label value after the end of a shorter text (and for an unknown character in pseudo-labels)
 
 _RANGES = {"a-z": string.ascii_lowercase, "A-Z": string.ascii_uppercase, "0-9": string.digits}
@@ -73,8 +73,8 @@ def parse_length(text: str | int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class CaptchaSpec:
     """What a model reads: images of height x width, texts of min_length..max_length characters of `alphabet`,
-    drawn in `ink` lighter ("light") or darker ("dark") than their background: the network always sees the
-    text bright (preprocess turns dark ink over)."""
+    drawn in `ink` lighter ("light") or darker ("dark") than their background, or either per captcha
+    ("mixed"): the network always sees the text bright (preprocess turns dark ink over)."""
 
     height: int
     width: int

@@ -83,7 +83,9 @@ class SynthConfig:
     open_four: float = 0.5  # share of 4s drawn with an open top (as the real font does) instead of from a font
     # Colours, for captchas without a fixed background (simcaptcha.look fits them to a site's): each
     # captcha's ground is one of ground_colours (else random stripes) and all its characters one of
-    # ink_colours (else the grey `ink` range).
+    # ink_colours (else the grey `ink` range). Lists of one length are pairs, measured on one real captcha
+    # each, and drawn together: a site's pale text on a dark ground and dark text on a pale one never
+    # become pale on pale.
     ground_colours: tuple[tuple[int, int, int], ...] = ()
     ink_colours: tuple[tuple[int, int, int], ...] = ()
     lossless: bool = False  # keep the drawing as it is (a site serving PNG) instead of JPEG-compressing it
@@ -262,12 +264,22 @@ class Synthesizer:
             canvas.save(out, "JPEG", quality=quality, subsampling=2)
         return out.getvalue()
 
-    def _ground(self, rng: np.random.Generator) -> Image.Image:
-        spec, cfg = self.spec, self.config
+    def _colours(self, rng: np.random.Generator) -> tuple[tuple | None, tuple | None]:
+        """(ground colour or None, ink colour or None) of one captcha: a measured pair where both lists are pairs."""
+        grounds, inks = self.config.ground_colours, self.config.ink_colours
+        paired = len(grounds) == len(inks)
+        k = int(rng.integers(len(grounds))) if grounds else None
+        ground = tuple(int(v) for v in grounds[k]) if grounds else None
+        if not inks:
+            return ground, None
+        j = k if paired else int(rng.integers(len(inks)))
+        return ground, tuple(int(v) for v in inks[j])
+
+    def _ground(self, rng: np.random.Generator, colour: tuple | None) -> Image.Image:
+        spec = self.spec
         if self.background is not None:
             return self.background.copy()
-        if cfg.ground_colours:
-            colour = tuple(int(v) for v in cfg.ground_colours[rng.integers(len(cfg.ground_colours))])
+        if colour is not None:
             return Image.new("RGB", (spec.width, spec.height), colour)
         return Image.fromarray(striped_background(rng, spec.height, spec.width))
 
@@ -275,10 +287,8 @@ class Synthesizer:
         """Draw `text`: the RGB image before compression, and the JPEG quality drawn for it."""
         cfg = self.config
         sx, sy, box = self.sx, self.sy, self.box
-        canvas = self._ground(rng)
-        captcha_ink = None
-        if cfg.ink_colours:
-            captcha_ink = tuple(int(v) for v in cfg.ink_colours[rng.integers(len(cfg.ink_colours))])
+        ground_colour, captcha_ink = self._colours(rng)
+        canvas = self._ground(rng, ground_colour)
         centers = self.mean_centers(len(text))
         for i, char in enumerate(text):
             fonts = self.char_fonts.get(char, self.fonts)

@@ -165,3 +165,28 @@ def test_a_ctc_model_exports_to_onnx_with_its_spec(tmp_path):
     np.testing.assert_allclose(solver.probabilities(images), predict_probs(model, preprocess(images)), atol=1e-5)
     keras_solver = simcaptcha.load(tmp_path / "m")
     assert [a.text for a in solver.solve_batch(images)] == [a.text for a in keras_solver.solve_batch(images)]
+
+
+@pytest.mark.parametrize("height, width", [(48, 128), (33, 65)])  # an even and an odd number of pixels
+def test_mixed_ink_models_export_with_their_per_captcha_preprocessing(tmp_path, height, width):
+    """ONNX computes preprocess(ink="mixed") in its graph (a median by TopK): same input, same probabilities."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from simcaptcha.classifier import ClassifierConfig, build_classifier, predict_probs
+    from simcaptcha.export import export_onnx
+    from simcaptcha.preprocess import preprocess, text_is_darker
+    from simcaptcha.runs import save_model_atomic
+    from simcaptcha.spec import CaptchaSpec
+    from simcaptcha.synth import SynthConfig, Synthesizer
+
+    spec = CaptchaSpec.from_flags(height, width, "4", "0-9", "mixed")
+    model = build_classifier(spec, ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
+    save_model_atomic(model, tmp_path / "m" / "classifier.keras", spec)
+    export_onnx(tmp_path / "m", tmp_path / "m.onnx")
+    solver = simcaptcha.load(tmp_path / "m.onnx")
+    assert solver.spec.ink == "mixed"
+    pairs = SynthConfig(reference_size=(width, height), ground_colours=((30, 30, 90), (235, 225, 200)),
+                        ink_colours=((235, 235, 210), (40, 40, 40)), lossless=True)
+    images, _ = Synthesizer(spec, None, pairs).render_batch(8, seed=4)
+    assert 0 < text_is_darker(images).sum() < 8  # both kinds in the batch
+    np.testing.assert_allclose(solver.probabilities(images), predict_probs(model, preprocess(images, "mixed")), atol=1e-5)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from simcaptcha.look import choose_fonts, estimate_look, fit_synth_config, synthetic_band
-from simcaptcha.preprocess import preprocess
+from simcaptcha.preprocess import preprocess, text_is_darker
 from simcaptcha.spec import CaptchaSpec
 from simcaptcha.synth import SynthConfig, Synthesizer, default_fonts
 
@@ -35,6 +35,24 @@ def test_dark_ink_on_grounds_of_their_own(tmp_path):
     real_x, syn_x = preprocess(images[:20], "dark"), preprocess(drawn, "dark")
     assert np.median(real_x) < -0.5 and np.median(syn_x) < -0.5  # grounds dark, text bright
     assert abs(float((real_x > 0).mean()) - float((syn_x > 0).mean())) < 0.1
+
+
+def test_text_lighter_on_some_captchas_and_darker_on_others_is_mixed_ink():
+    spec = CaptchaSpec.from_flags(60, 160, "5", "a-z", "mixed")
+    mixed = SynthConfig(**{**DARK_ON_LIGHT.__dict__, "ground_colours": ((235, 240, 250), (40, 30, 90), (250, 245, 230)),
+                           "ink_colours": ((60, 90, 160), (230, 230, 200), (150, 60, 90))})
+    images, _ = Synthesizer(spec, None, mixed).render_batch(120, seed=2)
+    look = estimate_look(images)
+    assert look.ink == "mixed" and 0.5 < look.dark_share < 0.85 and "mixed ink" in look.summary()
+    # the fitted synthesizer draws the measured ground and ink of one captcha together: both polarities, none invisible
+    cfg = fit_synth_config(look, spec, SynthConfig(fonts=DARK_ON_LIGHT.fonts), log=lambda *_: None)
+    drawn, _ = Synthesizer(spec, None, cfg).render_batch(60, seed=3)
+    assert 0.4 < text_is_darker(drawn).mean() < 0.95
+    real_x, syn_x = preprocess(images[:60], "mixed"), preprocess(drawn, "mixed")
+    assert np.median(real_x) == -1 and np.median(syn_x) == -1  # grounds at -1, text bright
+    assert abs(float((real_x > -0.5).mean()) - float((syn_x > -0.5).mean())) < 0.1
+    # one polarity throughout is not mixed
+    assert estimate_look(Synthesizer(spec, None, DARK_ON_LIGHT).render_batch(60, seed=4)[0]).ink == "dark"
 
 
 def test_choose_fonts_finds_the_font_the_captchas_were_drawn_with():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simcaptcha.spec import CaptchaSpec
-from simcaptcha.preprocess import estimate_background, line_mask, preprocess, to_uint8
+from simcaptcha.preprocess import estimate_background, line_mask, preprocess, text_is_darker, to_uint8
 from simcaptcha.synth import SynthConfig, Synthesizer, SyntheticStream, default_fonts, render_pool, write_dataset
 
 
@@ -33,6 +33,31 @@ def test_preprocess_separates_white_from_stripes():
     assert np.abs(to_uint8(x).astype(int) - (luma + rgb.min(-1)) / 2).max() <= 0.5 + 1e-3
     with pytest.raises(ValueError):
         preprocess(np.zeros((40, 100, 4), np.uint8))
+
+
+def test_mixed_ink_turns_each_captcha_to_bright_text_on_a_ground_at_minus_one():
+    rgb = np.zeros((2, 40, 60, 3), np.uint8)
+    rgb[0] = 50  # dark ground, pale text (grey levels: inverting them is an exact turn of the network's scale)
+    rgb[0, 10:30, 10:20] = 220
+    rgb[0, 35, :] = 0  # a black line: beyond the ground on the other side from the text
+    rgb[1] = 255 - rgb[0]  # the same captcha with its colours inverted: dark text on a pale ground
+    assert text_is_darker(rgb).tolist() == [False, True]
+    x = preprocess(rgb, "mixed")
+    assert x.shape == (2, 40, 60, 1) and x.dtype == np.float32 and -1 <= x.min() and x.max() <= 1
+    assert np.allclose(x[0], x[1], atol=1e-5)  # either polarity, one input
+    assert np.allclose(x[0, 0, 0], -1) and x[0, 20, 15, 0] > 0  # ground at -1, text bright
+    assert np.allclose(x[0, 35], -1)  # the line is cut off at the ground
+    assert np.allclose(preprocess(rgb[1], "mixed"), x[1])  # one captcha as in a batch
+    assert np.allclose(preprocess(rgb, "light"), -preprocess(rgb, "dark"))  # the fixed polarities are unchanged by it
+
+
+def test_paired_colours_are_drawn_together(spec):
+    pairs = SynthConfig(reference_size=(100, 50), ground_colours=((30, 30, 90), (235, 225, 200)),
+                        ink_colours=((235, 235, 210), (40, 40, 40)), lossless=True, char_fonts=(), char_scale=(), open_four=0.0)
+    images, _ = Synthesizer(spec, None, pairs).render_batch(40, seed=5)
+    pale_ground = images[:, 0, 0].mean(-1) > 128
+    assert 5 < pale_ground.sum() < 35
+    assert (text_is_darker(images) == pale_ground).all()  # pale grounds carry dark text, dark grounds pale text
 
 
 def test_background_estimate_recovers_lines(background, spec):
