@@ -85,6 +85,25 @@ class LoadResult:
         return [c.name for c in self.captchas]
 
 
+def flatten_image(im: Image.Image) -> Image.Image:
+    """RGB as a browser shows the image on a white page: a transparent ground (PNG, GIF) becomes white.
+
+    Dropping the alpha channel instead would keep whatever colour the transparent pixels store,
+    often black: black text on a transparent ground would vanish into it.
+    """
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def flatten_rgba(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA -> (H, W, 3) RGB over white, as flatten_image does for an image."""
+    rgb, alpha = rgba[..., :3].astype(np.uint16), rgba[..., 3:].astype(np.uint16)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
 def decode_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
     """Image bytes -> (height, width, 3) uint8 RGB; ValueError says what is wrong.
 
@@ -104,7 +123,7 @@ def decode_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray
                 declared = im.size
                 if declared == size or (size is None and 0 < min(declared) and max(declared) <= MAX_SIDE):
                     im.load()
-                    rgb = np.asarray(im.convert("RGB"))
+                    rgb = np.asarray(flatten_image(im))
     except Image.DecompressionBombError:
         raise ValueError("image declares far more pixels than a captcha has (a decompression bomb?)") from None
     except Exception as exc:  # PIL raises many kinds on corrupt data; every one is one bad entry

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import quiet
-from .challenges import LoadResult, decode_image, load_captchas, read_image
+from .challenges import LoadResult, decode_image, flatten_image, flatten_rgba, load_captchas, read_image
 from .classifier import is_ctc, predict_probs, read_probs
 from .estimate import AccuracyCalibration, caveat, model_calibration
 from .files import InputError, read_json, sha256_hex, write_atomic, write_json_atomic
@@ -157,7 +157,7 @@ def to_rgb(image, size: tuple[int, int]) -> np.ndarray:
     if isinstance(image, Image.Image):
         if image.size != size:
             raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {width}x{height}")
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(flatten_image(image))
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 array, got {image.dtype}")
@@ -167,7 +167,7 @@ def to_rgb(image, size: tuple[int, int]) -> np.ndarray:
             raise ValueError(f"expected an (height, width, 3) RGB array, got shape {image.shape}")
         if image.shape[:2] != (height, width):
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height}")
-        return np.ascontiguousarray(image[..., :3])
+        return flatten_rgba(image) if image.shape[2] == 4 else np.ascontiguousarray(image)
     raise ValueError(f"cannot read a captcha from a {type(image).__name__}: give bytes, a path, a PIL image or a NumPy array")
 
 

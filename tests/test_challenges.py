@@ -73,6 +73,29 @@ def test_image_folder_is_read(tmp_path):
     assert "b.png" in result.errors[0]
 
 
+def test_a_transparent_ground_is_read_as_a_white_page(tmp_path):
+    """Black text on a transparent ground (as PNG and GIF captchas are served) stays black on white, not black on black."""
+    rgba = Image.new("RGBA", (60, 30), (0, 0, 0, 0))  # transparent pixels that store black
+    rgba.paste((20, 20, 20, 255), (10, 10, 30, 20))  # opaque dark text
+    rgba.save(tmp_path / "a.png")
+    rgba.convert("LA").save(tmp_path / "b.png")
+    palette = Image.new("P", (60, 30), 0)
+    palette.putpalette([0, 0, 0, 20, 20, 20] + [0] * 762)
+    palette.paste(1, (10, 10, 30, 20))
+    palette.save(tmp_path / "c.gif", transparency=0)
+    Image.new("RGB", (60, 30), (0, 0, 0)).save(tmp_path / "d.png")  # opaque black stays black
+    images = {c.name: c.image for c in load_captchas([tmp_path]).captchas}
+    for name in "abc":
+        assert images[name].shape == (30, 60, 3), name
+        assert (images[name][0, 0] == 255).all() and (images[name][15, 20] == 20).all(), name
+    assert (images["d"] == 0).all()
+    # the Python API reads the same pixels from the image, from its bytes and from an RGBA array
+    from simcaptcha.solver import to_rgb
+
+    for source in (rgba, (tmp_path / "a.png").read_bytes(), np.asarray(rgba)):
+        assert np.array_equal(to_rgb(source, (60, 30)), images["a"])
+
+
 def test_write_atomic_leaves_no_temp_files(tmp_path):
     write_atomic(tmp_path / "x.bin", b"abc")
     write_atomic(tmp_path / "x.bin", b"def")
