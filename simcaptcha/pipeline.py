@@ -28,6 +28,44 @@ from .spec import SPEC_FILE, CaptchaSpec
 from .synth import SynthConfig, Synthesizer, render_pool_with_bar
 
 
+POOL_MEMORY_SHARE = 0.5  # the synthetic pool and its refined copy may take this share of the machine's memory
+MIN_POOL = 8_000  # a pool that must be smaller than this is not kept at all: batches are rendered as they are drawn
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's, or its container's limit where lower; None if unknown."""
+    import os
+
+    sizes = []
+    try:
+        sizes.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            sizes.append(int(text))
+    return min(sizes) if sizes else None
+
+
+def pool_that_fits(requested: int, spec: CaptchaSpec, real_captchas: int, memory: int | None) -> int:
+    """How many synthetic captchas to keep in the pool: `requested`, or fewer where the pool (float32, once raw
+    and once refined) and the real captchas (uint8 and float32) would take more than POOL_MEMORY_SHARE of
+    `memory` bytes; 0 (no pool) where fewer than MIN_POOL would fit. Large captchas on a small machine are
+    otherwise killed for memory midway, with nothing said."""
+    if not requested or memory is None:
+        return requested
+    pixels = spec.height * spec.width
+    budget = POOL_MEMORY_SHARE * memory - real_captchas * pixels * (3 + 4)
+    fits = int(max(0.0, budget) // (2 * 4 * pixels))
+    if fits >= requested:
+        return requested
+    return fits if fits >= MIN_POOL else 0
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     seed: int = 0
@@ -466,12 +504,18 @@ def run_pipeline(loaded: LoadResult, out_dir, spec: CaptchaSpec, cfg: PipelineCo
         before = CaptchaSpec.load(out)
         if before != spec:
             raise InputError(f"{out} was made for {before.describe()}, not {spec.describe()}; give the same --length and --alphabet")
-    spec.save(out)
-    write_json_atomic(out / "pipeline.json", asdict(cfg))
     held_out = set(real_eval.names) if real_eval else set()
     train_idx = [i for i, c in enumerate(loaded.captchas) if c.name not in held_out]
     if len(train_idx) < 3:
         raise InputError("fewer than 3 captchas left for training once the evaluation captchas are held out")
+    memory = machine_memory()
+    pool = pool_that_fits(cfg.synthetic_pool, spec, len(loaded.captchas), memory)
+    if pool != cfg.synthetic_pool:
+        log(f"synthetic pool: {pool:,} captchas instead of {cfg.synthetic_pool:,}, so that it fits in {POOL_MEMORY_SHARE:.0%} of this machine's "
+            f"{memory / 2**30:.1f} GiB" + ("" if pool else " (none: batches are rendered as they are drawn)") + "; --synthetic-pool sets it")
+        cfg = replace(cfg, synthetic_pool=pool)
+    spec.save(out)
+    write_json_atomic(out / "pipeline.json", asdict(cfg))
     if held_out and len(train_idx) < len(loaded.captchas):
         log(f"{len(loaded.captchas) - len(train_idx)} captchas share a name with a held-out one (--eval-real): left out of training")
     images = np.stack([loaded.captchas[i].image for i in train_idx])

@@ -205,17 +205,19 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert json.loads((out / "report.json").read_text())["final"]["averaged_views"] is True
 
 
-def write_captcha_folder(folder, spec, n, seed, dark=False):
+def write_captcha_folder(folder, spec, n, seed, ink="light"):
     """n captchas of `spec` as a user's folder: PNGs named after their texts; light text over random stripes,
-    or (dark) dark text over light grounds of their own."""
+    dark text over light grounds of their own, or (mixed) dark text on some light grounds and light text on dark ones."""
     from PIL import Image
 
     from simcaptcha.synth import SynthConfig, Synthesizer
 
     folder.mkdir(parents=True)
     config = SynthConfig(rotation=15.0)
-    if dark:
+    if ink == "dark":
         config = SynthConfig(rotation=15.0, ground_colours=((230, 235, 245), (245, 240, 225)), ink_colours=((50, 80, 150), (140, 50, 70)))
+    if ink == "mixed":
+        config = SynthConfig(rotation=15.0, ground_colours=((230, 235, 245), (40, 30, 90)), ink_colours=((50, 80, 150), (235, 230, 200)))
     images, texts = Synthesizer(spec, config=config).render_batch(n, seed)
     for k, (image, text) in enumerate(zip(images, texts)):
         Image.fromarray(image).save(folder / f"{text}_{k}.png")
@@ -224,6 +226,7 @@ def write_captcha_folder(folder, spec, n, seed, dark=False):
 @pytest.mark.parametrize("size,length,alphabet,head,background,ink", [
     ((160, 60), "5", "a-z0-9", "slots", "fitted", "dark"),  # fixed length: the slot head; dark ink, found by itself
     ((128, 48), "4-6", "a-z", "ctc", "stripes", "light"),  # a length range: the CTC head
+    ((120, 40), "4", "0-9", "slots", "fitted", "mixed"),  # text lighter than the ground on some captchas, darker on others
 ])
 def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length, alphabet, head, background, ink):
     from simcaptcha.runs import model_spec
@@ -231,8 +234,8 @@ def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length,
 
     spec = CaptchaSpec.from_flags(size[1], size[0], length, alphabet, ink)
     real, held = tmp_path / "real", tmp_path / "held"
-    write_captcha_folder(real, spec, 24, seed=1, dark=ink == "dark")
-    write_captcha_folder(held, spec, 8, seed=2, dark=ink == "dark")
+    write_captcha_folder(real, spec, 24, seed=1, ink=ink)
+    write_captcha_folder(held, spec, 8, seed=2, ink=ink)
     out = tmp_path / "out"
     args = ["pipeline", str(real), "-o", str(out), "--length", length, "--alphabet", alphabet, "--background", background, "--head", head,
             "--eval-real", str(held), "--eval-labels", str(held),  # labels from the file names
@@ -261,6 +264,21 @@ def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length,
     result = CliRunner().invoke(app, ["evaluate", str(solved), "--labels", str(held)])
     assert result.exit_code == 0 and "captcha accuracy" in result.output
     assert "label-free estimate from solve" in result.output
+
+
+def test_the_synthetic_pool_is_cut_to_what_the_machine_holds():
+    from simcaptcha.pipeline import MIN_POOL, pool_that_fits
+    from simcaptcha.spec import CaptchaSpec
+
+    gib = 2**30
+    hackmit, large = CaptchaSpec.from_flags(50, 100, "4", "a-z"), CaptchaSpec.from_flags(100, 300, "5", "a-z0-9")
+    assert pool_that_fits(64_000, hackmit, 15_000, 24 * gib) == 64_000  # this machine: HackMIT's pool as asked
+    assert pool_that_fits(64_000, hackmit, 15_000, None) == 64_000  # memory unknown: as asked
+    assert pool_that_fits(0, large, 20_000, gib) == 0  # no pool asked, none kept
+    cut = pool_that_fits(64_000, large, 20_000, 16 * gib)
+    assert MIN_POOL <= cut < 64_000
+    assert 2 * 4 * 300 * 100 * cut + 20_000 * 300 * 100 * 7 <= 0.5 * 16 * gib  # the pool twice (raw, refined) and the real captchas fit
+    assert pool_that_fits(64_000, large, 20_000, 4 * gib) == 0  # too little room for a useful pool: batches rendered as drawn
 
 
 def test_pipeline_refuses_mixed_sizes_naming_each(tmp_path):
