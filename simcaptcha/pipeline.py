@@ -4,6 +4,7 @@ look (and mask) -> synth -> refine-train -> train (refined) -> train (raw view) 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,8 +35,6 @@ MIN_POOL = 8_000  # a pool that must be smaller than this is not kept at all: ba
 
 def machine_memory() -> int | None:
     """Bytes of memory this process may use: the machine's, or its container's limit where lower; None if unknown."""
-    import os
-
     sizes = []
     try:
         sizes.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
