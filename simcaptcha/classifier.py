@@ -262,6 +262,12 @@ def with_precision(model, precision: str):
     return fast
 
 
+def copy_trained_weights(model, trained) -> None:
+    """Bring `model` up to date with `trained`, its with_precision copy (nothing to do where they are one)."""
+    if trained is not model:
+        model.set_weights(trained.get_weights())
+
+
 def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Preprocessed images -> (N, L, classes) slot probabilities, or (N, T, classes + 1) for a CTC head."""
     import tensorflow as tf
@@ -552,10 +558,6 @@ def train_classifier(
         start, _ = run.load_checkpoint({"classifier": trained}, {"adam": optimizer})
         log(f"resuming from step {start}")
 
-    def sync():
-        if trained is not model:
-            model.set_weights(trained.get_weights())
-
     @tf.function
     def refine(x):
         return per_batch_refiner(x, training=False)
@@ -615,7 +617,7 @@ def train_classifier(
         val_x = refine_images(refiner, val_x)
 
     def evaluate(step):
-        sync()
+        copy_trained_weights(model, trained)
         metrics = {}
         metrics["val/synthetic_captcha_acc"], metrics["val/synthetic_char_acc"] = score(model, val_x, val_texts, spec)
         if real_eval is not None:
@@ -642,7 +644,7 @@ def train_classifier(
                             f"train classifier ({precision})" if precision != "float32" else "train classifier", progress)
     if not metrics:
         metrics = evaluate(cfg.steps)
-    sync()
+    copy_trained_weights(model, trained)
     save_model_atomic(model, run.path / "classifier.keras", spec)
     if cfg.refiner and Path(cfg.refiner).is_file() and Path(cfg.refiner).resolve() != (run.path / "refiner.keras").resolve():
         copy_atomic(cfg.refiner, run.path / "refiner.keras")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .classifier import (ClassifierConfig, RealEval, build_classifier, is_ctc, predict_probs, resolve_precision, score, shift_randomly, training_loop,
-                         with_precision)
+from .classifier import (ClassifierConfig, RealEval, build_classifier, copy_trained_weights, is_ctc, predict_probs, resolve_precision, score,
+                         shift_randomly, training_loop, with_precision)
 from .files import InputError, write_json_atomic
 from .runs import RunDir, save_model_atomic
 from .spec import CaptchaSpec
@@ -76,10 +76,6 @@ def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: n
         start, _ = run.load_checkpoint({"student": trained}, {"adam": optimizer})
         log(f"resuming from step {start}")
 
-    def sync():
-        if trained is not student:
-            student.set_weights(trained.get_weights())
-
     @tf.function
     def train_step(x, y):
         with tf.GradientTape() as tape:
@@ -100,7 +96,7 @@ def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: n
     def evaluate(step):
         metrics = {}
         if real_eval is not None:
-            sync()
+            copy_trained_weights(student, trained)
             metrics["val/real_captcha_acc"], metrics["val/real_char_acc"] = score(student, real_eval.x, real_eval.texts, spec)
             run.log_scalars(step, metrics)
         return metrics
@@ -120,7 +116,7 @@ def distill_classifier(cfg: DistillConfig, teacher, spec: CaptchaSpec, real_x: n
     metrics = training_loop(run, cfg, start, step_fn, evaluate, schedule, {"student": trained}, {"adam": optimizer}, "distill", progress)
     if not metrics:
         metrics = evaluate(cfg.steps)
-    sync()
+    copy_trained_weights(student, trained)
     save_model_atomic(student, run.path / "classifier.keras", spec)
     metrics["train/seconds"] = time.time() - t0
     write_json_atomic(run.path / "metrics.json", metrics)

@@ -53,10 +53,10 @@ def _preprocess(g: _Graph, rgb: str, ink: str, height: int, width: int) -> str:
     light = g.op("Sub", [mean, one], "input")
     if ink == "light":
         return light
-    return _per_captcha_polarity(g, light, height, width)
+    return _per_captcha_polarity(g, light, one, height, width)
 
 
-def _per_captcha_polarity(g: _Graph, light: str, height: int, width: int) -> str:
+def _per_captcha_polarity(g: _Graph, light: str, one: str, height: int, width: int) -> str:
     """preprocess()'s ink "mixed" on (N, 1, H, W): ground (the median) to -1, text turned bright, clipped.
 
     ONNX has no median: TopK of the largest half plus one gives it, as numpy computes it (the middle
@@ -73,7 +73,7 @@ def _per_captcha_polarity(g: _Graph, light: str, height: int, width: int) -> str
     darker = g.op("Less", [average, median], "darker")
     sign = g.op("Where", [darker, g.const("minus", np.array(-1.0, np.float32)), g.const("plus", np.array(1.0, np.float32))], "sign")
     shifted = g.op("Mul", [g.op("Sub", [flat, median], "centred"), sign], "turned")
-    shifted = g.op("Sub", [shifted, g.const("one", np.array(1.0, np.float32))], "grounded")
+    shifted = g.op("Sub", [shifted, one], "grounded")
     clipped = g.op("Clip", [shifted, g.const("lo", np.array(-1.0, np.float32)), g.const("hi", np.array(1.0, np.float32))], "clipped")
     return g.op("Reshape", [clipped, g.const("nchw_shape", np.array([-1, 1, height, width], np.int64))], "input")
 

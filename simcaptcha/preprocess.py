@@ -58,8 +58,8 @@ def preprocess(rgb: np.ndarray, ink: str = "light") -> np.ndarray:
         flat = x.reshape(-1, shape[-2] * shape[-1])  # one row per captcha
         for start in range(0, len(flat), 1024):  # np.median copies its input: a slice at a time
             rows = flat[start : start + 1024]
-            ground = np.median(rows, axis=1, keepdims=True)
-            sign = np.where(rows.mean(1, keepdims=True) < ground, np.float32(-1), np.float32(1))
+            ground, darker = _ground_and_polarity(rows)
+            sign = np.where(darker, np.float32(-1), np.float32(1))
             rows -= ground
             rows *= sign
             rows -= 1.0
@@ -70,16 +70,21 @@ def preprocess(rgb: np.ndarray, ink: str = "light") -> np.ndarray:
     return x[..., None]
 
 
-def text_is_darker(rgb: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N,) bool: whether each captcha's text is darker than its ground.
+def _ground_and_polarity(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, pixels) of the network's grey scale -> each row's ground (its median) and whether its text is darker, (N, 1) each.
 
     The ground is most of a captcha's pixels and the text a minority on one side of it, so the text
-    pulls the mean of the network's grey scale (see preprocess) away from the median towards its own
-    side: below it for dark text. The rule preprocess(ink="mixed") applies to each captcha.
+    pulls the mean away from the median towards its own side: below it for dark text.
     """
+    ground = np.median(rows, axis=1, keepdims=True)
+    return ground, rows.mean(1, keepdims=True) < ground
+
+
+def text_is_darker(rgb: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N,) bool: whether each captcha's text is darker than its ground, by the rule
+    preprocess(ink="mixed") applies to each captcha."""
     x = preprocess(rgb, "light")
-    flat = x.reshape(len(x), -1)
-    return flat.mean(1) < np.median(flat, axis=1)
+    return _ground_and_polarity(x.reshape(len(x), -1))[1][:, 0]
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
