@@ -778,6 +778,11 @@ def pipeline(
         help=WIDTH_HELP + " Both views. With --resume and another width than the run's views, the next rounds train fresh classifiers of this width (--student-steps) on the pseudo-labels instead of fine-tuning.",
     ),
     student_steps: int = typer.Option(PIPELINE_DEFAULTS.student_steps, min=1, help="Steps of a fresh classifier trained from scratch on a round's pseudo-labels, where --resume changes --width."),
+    real_students: int = typer.Option(
+        PIPELINE_DEFAULTS.real_students, "--real-students", min=0, max=10,
+        help="After the rounds, train this many fresh classifiers one after another, each from scratch on the confident reads of the real captchas by the model before it (a few refined synthetic captchas in each batch); the last one is the final model. A fresh classifier learns each real glyph from what most of its reads say, where a fine-tuned view keeps the synthetic fonts' misreadings (0: none).",
+    ),
+    real_student_steps: int = typer.Option(PIPELINE_DEFAULTS.real_student_steps, "--real-student-steps", min=1, help="Training steps of each --real-students classifier."),
     balance: bool = typer.Option(PIPELINE_DEFAULTS.balance_classes, "--balance/--no-balance", help="Reweight each view's class probabilities so its picks on the real captchas are uniform over the alphabet before pseudo-labelling."),
     average_views: bool = typer.Option(
         PIPELINE_DEFAULTS.average_views, "--average-views/--refined-view-only",
@@ -829,7 +834,8 @@ def pipeline(
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
                          classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, background=background,
                          choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None, font_variety=font_variety,
-                         calibration_captchas=calibration_captchas, precision=precision)
+                         calibration_captchas=calibration_captchas, precision=precision,
+                         real_students=real_students, real_student_steps=real_student_steps)
     report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume, look=look)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

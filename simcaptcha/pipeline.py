@@ -81,6 +81,12 @@ class PipelineConfig:
     # A view whose width is not classifier_width (a run resumed with another --width) is not
     # fine-tuned: a fresh classifier of the new width learns the round's pseudo-labels from scratch.
     student_steps: int = 3000
+    # After the rounds: fresh classifiers, each trained from scratch on the model before it's confident reads of
+    # the real captchas (noisy student). A fine-tuned view keeps the glyph shapes the synthetic fonts taught it,
+    # misreadings included; a fresh classifier learns each real glyph from what most of its reads say.
+    real_students: int = 0
+    real_student_steps: int = 1500
+    real_student_fraction: float = 0.95  # share of each batch taken from the read real captchas (the rest refined synthetic)
     selftrain_shift: int = 2  # pseudo-labelled real captchas move by up to this many pixels in each fine-tuning batch
     selftrain_erase: int = 0  # small boxes erased from each pseudo-labelled real captcha in each fine-tuning batch
     min_pseudo_labels: int = 32  # a round with fewer pseudo-labelled captchas is skipped
@@ -127,6 +133,11 @@ ERASE_SIDE = 0.18
 def erase_side(synth: Synthesizer) -> int:
     """Longest side, px, of the boxes erased from pseudo-labelled real captchas for `synth`'s glyph size."""
     return max(1, round(ERASE_SIDE * float(np.mean(synth.font_size))))
+
+
+def student_dir(out: Path, i: int) -> Path:
+    """Where real student i (from 0) is trained."""
+    return out / f"student_{i + 1}"
 
 
 def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
@@ -247,6 +258,9 @@ class Pipeline:
             stages.append(Stage(f"self-train {r + 1}", lambda r=r: self.selftrain_round(r),
                                 lambda r=r: r < len(self.previous.get("rounds", []))
                                 and all(is_trained(d) for d in round_run_dirs(out, r, cfg).values())))
+        for i in range(cfg.real_students):
+            stages.append(Stage(f"student {i + 1}", lambda i=i: self.real_student(i),
+                                lambda i=i: i < len(self.previous.get("students", [])) and is_trained(student_dir(out, i))))
         stages.append(Stage("model", self.final_model, None, ("final",)))
         stages.append(Stage("solve", self.solve, None, ("solve", "estimated_accuracy")))
         return stages
@@ -337,8 +351,10 @@ class Pipeline:
                 self.log(f"alarm: {line}")
         return {**{k: v for k, v in gap.items() if k != "alarms"}, "label_preservation": {**kept, "learnable": learnable}}
 
-    def pseudo_labels(self, views: dict) -> tuple[object, dict]:
-        """The round's pseudo-labels from both views, and what is known of them (held-out precision where labels exist)."""
+    def pseudo_labels(self, views: dict, balance: bool | None = None) -> tuple[object, dict]:
+        """The round's pseudo-labels from both views, and what is known of them (held-out precision where labels exist).
+
+        balance: correct each view's class prior first (default: PipelineConfig.balance_classes)."""
         cfg, spec = self.cfg, self.spec
         probs = {k: predict_probs(v, self.real_x) for k, v in views.items()}
         ctc = is_ctc(probs["a"], spec)
@@ -351,8 +367,9 @@ class Pipeline:
         fit = {"ctc": True, "stop_within": 3.0} if ctc else {}
         sample = {k: p[:: -(-len(p) // BALANCE_SAMPLE)] if ctc else p for k, p in probs.items()}
         ones = np.ones(spec.num_classes)
-        weights = {k: class_balance_weights(p, **fit) if cfg.balance_classes else ones for k, p in sample.items()}
-        if cfg.balance_classes:
+        balance = cfg.balance_classes if balance is None else balance
+        weights = {k: class_balance_weights(p, **fit) if balance else ones for k, p in sample.items()}
+        if balance:
             info["class_weights"] = {k: dict(zip(spec.alphabet, np.round(w, 3).tolist())) for k, w in weights.items()}
         if ctc:
             def label(x, names, p):
@@ -410,17 +427,12 @@ class Pipeline:
 
         final_dir = self.out / "model"
         final_dir.mkdir(exist_ok=True)
-        last = self.cfg.selftrain_rounds
-        # The raw view's latest model is a round older when the last round trains only the refined view.
-        paths = {k: self.latest_view(k, last) for k in ("a", "b")}
-        model = keras.models.load_model(paths["a"], compile=False)
-        # CTC views each place a character on frames of their own, and an average of two such sequences
-        # blurs both: CTC models are not averaged (the `captcha` style: 66.5% averaged, 68.1% refined view).
-        averaged = self.cfg.average_views and not is_ctc(model, self.spec)
-        if averaged:
-            model = average_classifiers([model, keras.models.load_model(paths["b"], compile=False)])
-        elif self.cfg.average_views:
-            self.log("final model: the refined view alone (CTC views are not averaged)")
+        averaged = False
+        if self.cfg.real_students:
+            model = keras.models.load_model(student_dir(self.out, self.cfg.real_students - 1) / "classifier.keras", compile=False)
+            self.log(f"final model: student {self.cfg.real_students}")
+        else:
+            model, averaged = self.views_model()
         self._calibration = self.calibrate(model) if self.cfg.calibration_captchas else None
         entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else None
         save_model_atomic(model, final_dir / "classifier.keras", self.spec, entries)
@@ -440,6 +452,47 @@ class Pipeline:
                 final["val/real_estimated_acc"] = self._calibration.estimate(probs)
                 self.log(f"held-out real captchas: read {captcha_acc:.2%}, estimated without labels {final['val/real_estimated_acc']:.2%}")
         self.report["final"] = final
+
+    def views_model(self) -> tuple[object, bool]:
+        """The model the views make after the last round, and whether it averages both."""
+        import keras
+
+        # The raw view's latest model is a round older when the last round trains only the refined view.
+        paths = {k: self.latest_view(k, self.cfg.selftrain_rounds) for k in ("a", "b")}
+        model = keras.models.load_model(paths["a"], compile=False)
+        # CTC views each place a character on frames of their own, and an average of two such sequences
+        # blurs both: CTC models are not averaged (the `captcha` style: 66.5% averaged, 68.1% refined view).
+        averaged = self.cfg.average_views and not is_ctc(model, self.spec)
+        if averaged:
+            model = average_classifiers([model, keras.models.load_model(paths["b"], compile=False)])
+        elif self.cfg.average_views:
+            self.log("the views' model: the refined view alone (CTC views are not averaged)")
+        return model, averaged
+
+    def real_student(self, i: int) -> None:
+        """Student i: a fresh classifier trained on the confident reads of the real captchas by the model before it
+        (the views' model, or student i - 1), with a few refined synthetic captchas in each batch."""
+        import keras
+
+        cfg, spec = self.cfg, self.spec
+        students = self.report.setdefault("students", [])
+        del students[i:]
+        if i == 0:
+            teacher, _ = self.views_model()
+        else:
+            teacher = keras.models.load_model(student_dir(self.out, i - 1) / "classifier.keras", compile=False)
+        pseudo, info = self.pseudo_labels({"a": teacher, "b": teacher}, balance=False)
+        self.log(f"student {i + 1} learns from {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters "
+                 + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
+        students.append(info)
+        if len(pseudo.texts) < cfg.min_pseudo_labels:
+            raise InputError(f"student {i + 1}: only {len(pseudo.texts)} real captchas read surely enough to learn from; "
+                             "train without --real-students or with more rounds")
+        st_cfg = replace(self.view_configs()["a"], steps=cfg.real_student_steps, extra_shift=cfg.selftrain_shift,
+                         extra_erase=cfg.selftrain_erase, extra_erase_side=erase_side(self.synthesizer()),
+                         seed=cfg.seed + 1000 + i)
+        info["student"] = self.train(st_cfg, student_dir(self.out, i), extra_data=(pseudo.x, pseudo.labels),
+                                     extra_fraction=cfg.real_student_fraction)
 
     def calibrate(self, model) -> AccuracyCalibration:
         """The final model's certainty threshold, on refined synthetic captchas no stage trained on (another seed)."""
@@ -522,11 +575,14 @@ def run_pipeline(loaded: LoadResult, out_dir, spec: CaptchaSpec, cfg: PipelineCo
     report: dict = {"captchas": len(loaded.captchas), "training_captchas": len(images), "spec": spec.to_dict()}
     if resume and previous.get("rounds"):
         report["rounds"] = list(previous["rounds"])
+    if resume and previous.get("students"):
+        report["students"] = list(previous["students"])
     run = Pipeline(out, cfg, spec, loaded, images, [loaded.captchas[i].name for i in train_idx], real_eval, eval_labels,
                    look, log, progress, resume, report, previous)
     started = time.time()
     run_stages(run.stages(), report, previous, resume, log, progress)
     report["rounds"] = report.get("rounds", [])[: cfg.selftrain_rounds]
+    report["students"] = report.get("students", [])[: cfg.real_students]
     report["pseudo_labels"] = report["rounds"][0] if report["rounds"] else {}
     if report["rounds"] and "view_a" in report["rounds"][-1]:
         report["selftrained"] = report["rounds"][-1]["view_a"]

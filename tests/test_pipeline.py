@@ -204,6 +204,30 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
         assert json.loads((out / view / "config.json").read_text())["steps"] == 3
     assert json.loads((out / "report.json").read_text())["final"]["averaged_views"] is True
 
+    # fresh students, each on the confident reads of the real captchas by the model before it; the last is the final model
+    students = [*args[:-2], "--threshold", "0", "--rounds", "4", "--width", "0.75", "--student-steps", "3", "--resume",
+                "--real-students", "2", "--real-student-steps", "3"]
+    result = CliRunner().invoke(app, students)
+    assert result.exit_code == 0, result.output
+    assert "self-train 4: done before, kept" in result.output and "final model: student 2" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [s["considered"] for s in report["students"]] == [20, 20] and report["students"][1]["held_out"]["considered"] == 20
+    assert report["final"]["averaged_views"] is False
+    seeds = set()
+    for i in (1, 2):
+        config = json.loads((out / f"student_{i}" / "config.json").read_text())
+        assert config["steps"] == 3 and config["extra_shift"] == 2
+        seeds.add(config["seed"])
+    assert len(seeds) == 2
+    final = keras.models.load_model(out / "model/classifier.keras", compile=False)
+    last = keras.models.load_model(out / "student_2/classifier.keras", compile=False)
+    assert all(np.array_equal(a, b) for a, b in zip(final.get_weights(), last.get_weights()))
+    # resumed again, the students are kept
+    result = CliRunner().invoke(app, students)
+    assert result.exit_code == 0, result.output
+    assert "student 1: done before, kept" in result.output and "student 2: done before, kept" in result.output
+    assert json.loads((out / "report.json").read_text())["students"] == report["students"]
+
 
 def write_captcha_folder(folder, spec, n, seed, ink="light"):
     """n captchas of `spec` as a user's folder: PNGs named after their texts; light text over random stripes,
