@@ -25,15 +25,19 @@ def table(report: dict) -> str:
     rows = [
         ("synthetic only", report["raw"], synth + secs["train (raw view)"]),
         ("refined (SimGAN)", report["refined"], synth + secs["refine-train"] + secs["train (refined)"]),
-        ("refined + self-training", report.get("selftrained", report["refined"]), sum(v for k, v in secs.items() if k not in ("mask", "look", "model", "solve"))),
+        ("refined + self-training", report.get("selftrained", report["refined"]),
+         sum(v for k, v in secs.items() if k not in ("mask", "look", "model", "solve") and not k.startswith("student"))),
     ]
+    students = report.get("students") or []
     lines = [
         "| classifier | captcha acc. (held out) | char acc. | training time |",
         "| --- | --- | --- | --- |",
     ]
     if "final" in report:
         views = "both views averaged" if report["final"].get("averaged_views") else "refined view"
-        rows.append((f"final model ({views})", report["final"], rows[-1][2]))
+        if students:
+            views = f"student {len(students)}"
+        rows.append((f"final model ({views})", report["final"], rows[-1][2] + sum(v for k, v in secs.items() if k.startswith("student"))))
     for name, m, t in rows:
         lines.append(f"| {name} | {m['val/real_captcha_acc']:.1%} | {m['val/real_char_acc']:.1%} | {t / 60:.1f} min |")
     lines.append("")
@@ -54,6 +58,14 @@ def table(report: dict) -> str:
                      f" ({held['full_captchas']} whole captchas, {held['full_captcha_precision'] or 0:.1%} right)")
         if "view_a" in p:
             line += f"; after it: {p['view_a']['val/real_captcha_acc']:.1%} captchas, {p['view_a']['val/real_char_acc']:.1%} characters"
+        lines.append(line)
+    for i, p in enumerate(students):
+        held = p.get("held_out") or {}
+        line = f"student {i + 1}: learned from {p['kept']} of {p['considered']} training captchas"
+        if held.get("full_captcha_precision") is not None:
+            line += f"; the same filter keeps {held['full_captchas']} held-out captchas, {held['full_captcha_precision']:.1%} right"
+        if "student" in p:
+            line += f"; it reads {p['student']['val/real_captcha_acc']:.1%} captchas, {p['student']['val/real_char_acc']:.1%} characters"
         lines.append(line)
     lines.append(f"solve throughput: {report['solve']['per_second']} captchas/s ({report['solve']['captchas']} captchas)")
     return "\n".join(lines)

@@ -356,9 +356,13 @@ class Pipeline:
 
         balance: correct each view's class prior first (default: PipelineConfig.balance_classes)."""
         cfg, spec = self.cfg, self.spec
-        probs = {k: predict_probs(v, self.real_x) for k, v in views.items()}
+        def predict_each(x):  # a model standing as both views is read once
+            read = {id(v): predict_probs(v, x) for v in views.values()}
+            return {k: read[id(v)] for k, v in views.items()}
+
+        probs = predict_each(self.real_x)
         ctc = is_ctc(probs["a"], spec)
-        held = {k: predict_probs(v, self.real_eval.x) for k, v in views.items()} if self.real_eval else None
+        held = predict_each(self.real_eval.x) if self.real_eval else None
         info: dict = {}
         # Texts are drawn uniformly from the alphabet: a reader that picks some characters far more often
         # than others on the real captchas (o for 0, s for 5) is corrected before it labels them.
@@ -428,9 +432,10 @@ class Pipeline:
         final_dir = self.out / "model"
         final_dir.mkdir(exist_ok=True)
         averaged = False
-        if self.cfg.real_students:
-            model = keras.models.load_model(student_dir(self.out, self.cfg.real_students - 1) / "classifier.keras", compile=False)
-            self.log(f"final model: student {self.cfg.real_students}")
+        students = [i for i in range(self.cfg.real_students) if is_trained(student_dir(self.out, i))]
+        if students:
+            model = keras.models.load_model(student_dir(self.out, students[-1]) / "classifier.keras", compile=False)
+            self.log(f"final model: student {students[-1] + 1}")
         else:
             model, averaged = self.views_model()
         self._calibration = self.calibrate(model) if self.cfg.calibration_captchas else None
@@ -474,20 +479,21 @@ class Pipeline:
         (the views' model, or student i - 1), with a few refined synthetic captchas in each batch."""
         import keras
 
-        cfg, spec = self.cfg, self.spec
+        cfg = self.cfg
         students = self.report.setdefault("students", [])
         del students[i:]
-        if i == 0:
-            teacher, _ = self.views_model()
+        before = [j for j in range(i) if is_trained(student_dir(self.out, j))]
+        if before:
+            teacher = keras.models.load_model(student_dir(self.out, before[-1]) / "classifier.keras", compile=False)
         else:
-            teacher = keras.models.load_model(student_dir(self.out, i - 1) / "classifier.keras", compile=False)
+            teacher, _ = self.views_model()
         pseudo, info = self.pseudo_labels({"a": teacher, "b": teacher}, balance=False)
         self.log(f"student {i + 1} learns from {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters "
                  + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
         students.append(info)
         if len(pseudo.texts) < cfg.min_pseudo_labels:
-            raise InputError(f"student {i + 1}: only {len(pseudo.texts)} real captchas read surely enough to learn from; "
-                             "train without --real-students or with more rounds")
+            self.log(f"student {i + 1}: too few real captchas read surely enough to learn from; the model before it stays the final one")
+            return
         st_cfg = replace(self.view_configs()["a"], steps=cfg.real_student_steps, extra_shift=cfg.selftrain_shift,
                          extra_erase=cfg.selftrain_erase, extra_erase_side=erase_side(self.synthesizer()),
                          seed=cfg.seed + 1000 + i)

@@ -227,6 +227,11 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "student 1: done before, kept" in result.output and "student 2: done before, kept" in result.output
     assert json.loads((out / "report.json").read_text())["students"] == report["students"]
+    # a student with too few sure reads to learn from is skipped, and the one before it stays the final model
+    result = CliRunner().invoke(app, [*students[:-4], "--real-students", "3", "--real-student-steps", "3", "--min-pseudo-labels", "1000"])
+    assert result.exit_code == 0, result.output
+    assert "student 3: too few real captchas" in result.output and "final model: student 2" in result.output
+    assert not (out / "student_3" / "classifier.keras").exists()
 
 
 def write_captcha_folder(folder, spec, n, seed, ink="light"):
