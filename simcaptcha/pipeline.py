@@ -135,9 +135,10 @@ def erase_side(synth: Synthesizer) -> int:
     return max(1, round(ERASE_SIDE * float(np.mean(synth.font_size))))
 
 
-def student_dir(out: Path, i: int) -> Path:
-    """Where real student i (from 0) is trained."""
-    return out / f"student_{i + 1}"
+def student_dir(out: Path, i: int, cfg: PipelineConfig) -> Path:
+    """Where real student i (from 0) is trained: named after the rounds before it, so that a run resumed with more
+    rounds trains its students again from the new views instead of keeping ones taught by older views."""
+    return out / f"round_{cfg.selftrain_rounds}_student_{i + 1}"
 
 
 def round_run_dirs(out: Path, r: int, cfg: PipelineConfig) -> dict[str, Path]:
@@ -260,7 +261,7 @@ class Pipeline:
                                 and all(is_trained(d) for d in round_run_dirs(out, r, cfg).values())))
         for i in range(cfg.real_students):
             stages.append(Stage(f"student {i + 1}", lambda i=i: self.real_student(i),
-                                lambda i=i: i < len(self.previous.get("students", [])) and is_trained(student_dir(out, i))))
+                                lambda i=i: i < len(self.previous.get("students", [])) and is_trained(student_dir(out, i, cfg))))
         stages.append(Stage("model", self.final_model, None, ("final",)))
         stages.append(Stage("solve", self.solve, None, ("solve", "estimated_accuracy")))
         return stages
@@ -432,9 +433,9 @@ class Pipeline:
         final_dir = self.out / "model"
         final_dir.mkdir(exist_ok=True)
         averaged = False
-        students = [i for i in range(self.cfg.real_students) if is_trained(student_dir(self.out, i))]
+        students = [i for i in range(self.cfg.real_students) if is_trained(student_dir(self.out, i, self.cfg))]
         if students:
-            model = keras.models.load_model(student_dir(self.out, students[-1]) / "classifier.keras", compile=False)
+            model = keras.models.load_model(student_dir(self.out, students[-1], self.cfg) / "classifier.keras", compile=False)
             self.log(f"final model: student {students[-1] + 1}")
         else:
             model, averaged = self.views_model()
@@ -482,9 +483,9 @@ class Pipeline:
         cfg = self.cfg
         students = self.report.setdefault("students", [])
         del students[i:]
-        before = [j for j in range(i) if is_trained(student_dir(self.out, j))]
+        before = [j for j in range(i) if is_trained(student_dir(self.out, j, cfg))]
         if before:
-            teacher = keras.models.load_model(student_dir(self.out, before[-1]) / "classifier.keras", compile=False)
+            teacher = keras.models.load_model(student_dir(self.out, before[-1], cfg) / "classifier.keras", compile=False)
         else:
             teacher, _ = self.views_model()
         pseudo, info = self.pseudo_labels({"a": teacher, "b": teacher}, balance=False)
@@ -497,7 +498,7 @@ class Pipeline:
         st_cfg = replace(self.view_configs()["a"], steps=cfg.real_student_steps, extra_shift=cfg.selftrain_shift,
                          extra_erase=cfg.selftrain_erase, extra_erase_side=erase_side(self.synthesizer()),
                          seed=cfg.seed + 1000 + i)
-        info["student"] = self.train(st_cfg, student_dir(self.out, i), extra_data=(pseudo.x, pseudo.labels),
+        info["student"] = self.train(st_cfg, student_dir(self.out, i, cfg), extra_data=(pseudo.x, pseudo.labels),
                                      extra_fraction=cfg.real_student_fraction)
 
     def calibrate(self, model) -> AccuracyCalibration:

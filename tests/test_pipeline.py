@@ -215,12 +215,12 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert report["final"]["averaged_views"] is False
     seeds = set()
     for i in (1, 2):
-        config = json.loads((out / f"student_{i}" / "config.json").read_text())
+        config = json.loads((out / f"round_4_student_{i}" / "config.json").read_text())
         assert config["steps"] == 3 and config["extra_shift"] == 2
         seeds.add(config["seed"])
     assert len(seeds) == 2
     final = keras.models.load_model(out / "model/classifier.keras", compile=False)
-    last = keras.models.load_model(out / "student_2/classifier.keras", compile=False)
+    last = keras.models.load_model(out / "round_4_student_2/classifier.keras", compile=False)
     assert all(np.array_equal(a, b) for a, b in zip(final.get_weights(), last.get_weights()))
     # resumed again, the students are kept
     result = CliRunner().invoke(app, students)
@@ -231,7 +231,11 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     result = CliRunner().invoke(app, [*students[:-4], "--real-students", "3", "--real-student-steps", "3", "--min-pseudo-labels", "1000"])
     assert result.exit_code == 0, result.output
     assert "student 3: too few real captchas" in result.output and "final model: student 2" in result.output
-    assert not (out / "student_3" / "classifier.keras").exists()
+    assert not (out / "round_4_student_3" / "classifier.keras").exists()
+    # more rounds: the student learns again, from the new views
+    result = CliRunner().invoke(app, [*students[:-7], "--rounds", "5", "--student-steps", "3", "--resume", "--real-students", "1", "--real-student-steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "student 1: done before" not in result.output and (out / "round_5_student_1" / "classifier.keras").is_file()
 
 
 def write_captcha_folder(folder, spec, n, seed, ink="light"):
