@@ -22,11 +22,12 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hackmit
 def table(report: dict) -> str:
     secs = report["stage_seconds"]
     synth = secs.get("synth", 0)  # the shared pool of synthetic captchas, when the run rendered one
+    student_secs = sum(v for k, v in secs.items() if k.startswith("student"))
     rows = [
         ("synthetic only", report["raw"], synth + secs["train (raw view)"]),
         ("refined (SimGAN)", report["refined"], synth + secs["refine-train"] + secs["train (refined)"]),
         ("refined + self-training", report.get("selftrained", report["refined"]),
-         sum(v for k, v in secs.items() if k not in ("mask", "look", "model", "solve") and not k.startswith("student"))),
+         sum(v for k, v in secs.items() if k not in ("mask", "look", "model", "solve")) - student_secs),
     ]
     students = report.get("students") or []
     lines = [
@@ -37,7 +38,7 @@ def table(report: dict) -> str:
         views = "both views averaged" if report["final"].get("averaged_views") else "refined view"
         if students:
             views = f"student {len(students)}"
-        rows.append((f"final model ({views})", report["final"], rows[-1][2] + sum(v for k, v in secs.items() if k.startswith("student"))))
+        rows.append((f"final model ({views})", report["final"], rows[-1][2] + student_secs))
     for name, m, t in rows:
         lines.append(f"| {name} | {m['val/real_captcha_acc']:.1%} | {m['val/real_char_acc']:.1%} | {t / 60:.1f} min |")
     lines.append("")

@@ -428,17 +428,11 @@ class Pipeline:
                                            init_model=None if fresh else views[k])
 
     def final_model(self) -> None:
-        import keras
-
         final_dir = self.out / "model"
         final_dir.mkdir(exist_ok=True)
-        averaged = False
-        students = [i for i in range(self.cfg.real_students) if is_trained(student_dir(self.out, i, self.cfg))]
-        if students:
-            model = keras.models.load_model(student_dir(self.out, students[-1], self.cfg) / "classifier.keras", compile=False)
-            self.log(f"final model: student {students[-1] + 1}")
-        else:
-            model, averaged = self.views_model()
+        model, averaged, student = self.latest_model(self.cfg.real_students)
+        if student is not None:
+            self.log(f"final model: student {student + 1}")
         self._calibration = self.calibrate(model) if self.cfg.calibration_captchas else None
         entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else None
         save_model_atomic(model, final_dir / "classifier.keras", self.spec, entries)
@@ -475,19 +469,25 @@ class Pipeline:
             self.log("the views' model: the refined view alone (CTC views are not averaged)")
         return model, averaged
 
+    def latest_model(self, before_student: int) -> tuple[object, bool, int | None]:
+        """The newest reader before real student `before_student` (from 0): the last student trained before it,
+        else the views' model; whether it averages both views; which student it is (None: the views)."""
+        import keras
+
+        trained = [j for j in range(before_student) if is_trained(student_dir(self.out, j, self.cfg))]
+        if trained:
+            path = student_dir(self.out, trained[-1], self.cfg) / "classifier.keras"
+            return keras.models.load_model(path, compile=False), False, trained[-1]
+        model, averaged = self.views_model()
+        return model, averaged, None
+
     def real_student(self, i: int) -> None:
         """Student i: a fresh classifier trained on the confident reads of the real captchas by the model before it
         (the views' model, or student i - 1), with a few refined synthetic captchas in each batch."""
-        import keras
-
         cfg = self.cfg
         students = self.report.setdefault("students", [])
         del students[i:]
-        before = [j for j in range(i) if is_trained(student_dir(self.out, j, cfg))]
-        if before:
-            teacher = keras.models.load_model(student_dir(self.out, before[-1], cfg) / "classifier.keras", compile=False)
-        else:
-            teacher, _ = self.views_model()
+        teacher, _, _ = self.latest_model(i)
         pseudo, info = self.pseudo_labels({"a": teacher, "b": teacher}, balance=False)
         self.log(f"student {i + 1} learns from {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters "
                  + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
