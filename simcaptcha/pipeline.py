@@ -434,6 +434,8 @@ class Pipeline:
         if student is not None:
             self.log(f"final model: student {student + 1}")
         self._calibration = self.calibrate(model) if self.cfg.calibration_captchas else None
+        if self._calibration is not None and student is not None:
+            self._calibration = replace(self._calibration, student=True)
         entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else None
         save_model_atomic(model, final_dir / "classifier.keras", self.spec, entries)
         self.spec.save(final_dir)

@@ -47,7 +47,7 @@ class SolveBatch:
         answers = answers_from_probs(probs, self.solver.spec)
         calibration = self.solver.calibration  # 1 / 0: above / below its certainty threshold; -1: no calibration
         sure = calibration.sure(probs).astype(np.int8) if calibration is not None else np.full(len(answers), -1, np.int8)
-        note = (caveat(probs, self.solver.spec) if calibration is not None else None) or ""
+        note = (caveat(probs, self.solver.spec, calibration) if calibration is not None else None) or ""
         return {"order": batch["order"], "name": batch["name"], "error": batch["error"], "sure": sure,
                 "caveat": np.array([note] * len(answers)),
                 "text": np.array([a.text for a in answers]), "confidence": np.array([a.confidence for a in answers])}

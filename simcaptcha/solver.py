@@ -273,7 +273,7 @@ def solve_loaded(loaded: LoadResult, model, resize: bool = False) -> SolveResult
     probs = solver.probabilities(np.stack([c.image for c in fitting]))
     answers = answers_from_probs(probs, solver.spec)
     sure = solver.calibration.sure(probs).tolist() if solver.calibration is not None else [None] * len(answers)
-    result.estimate_caveat = caveat(probs, solver.spec) if solver.calibration is not None else None
+    result.estimate_caveat = caveat(probs, solver.spec, solver.calibration) if solver.calibration is not None else None
     result.solutions = [Solution(c.name, a.text, a.confidence, s) for c, a, s in zip(fitting, answers, sure)]
     return result
 

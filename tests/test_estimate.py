@@ -2,6 +2,7 @@
 
 import json
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,3 +106,15 @@ def test_a_ctc_calibration_says_its_estimate_is_rough():
     assert AccuracyCalibration.from_dict(calibration.to_dict()) == calibration
     slots = rng.dirichlet(np.ones(spec.num_classes), size=(50, spec.max_length))
     assert caveat(slots, CaptchaSpec(40, 120, 4, 4, "abc")) is None  # a slot model's estimate needs no warning
+
+
+def test_a_real_students_calibration_says_its_estimate_runs_high():
+    spec = CaptchaSpec(40, 120, 4, 4, "abc")
+    slots = np.random.default_rng(2).dirichlet(np.ones(spec.num_classes), size=(50, spec.max_length))
+    calibration = calibrate(slots, ["abca"] * 50, spec, "50 refined synthetic captchas")
+    assert not calibration.student and caveat(slots, spec, calibration) is None
+    student = replace(calibration, student=True)
+    assert "student" in caveat(slots, spec, student) and AccuracyCalibration.from_dict(student.to_dict()) == student
+    assert AccuracyCalibration.from_dict({k: v for k, v in student.to_dict().items() if k != "student"}) == calibration
+    with pytest.raises(InputError, match="student"):
+        AccuracyCalibration.from_dict({**student.to_dict(), "student": "yes"})

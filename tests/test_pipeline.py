@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simcaptcha.cli import app
+from simcaptcha.estimate import model_calibration
 from simcaptcha.selftrain import agreeing_pseudo_labels, class_balance_weights, pseudo_label_accuracy, reweight
 
 
@@ -160,10 +161,8 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     # the final model averages both views, and is scored on the held-out captchas
     assert report["final"]["averaged_views"] is True and 0 <= report["final"]["val/real_captcha_acc"] <= 1
     # the final model carries its accuracy calibration; the pipeline prints and reports the label-free estimate
-    from simcaptcha.estimate import model_calibration
-
     calibration = model_calibration(out / "model/classifier.keras")
-    assert calibration is not None and calibration.source == "100 refined synthetic captchas"
+    assert calibration is not None and calibration.source == "100 refined synthetic captchas" and not calibration.student
     assert 0 <= report["estimated_accuracy"] <= 1 and 0 <= report["final"]["val/real_estimated_acc"] <= 1
     assert "estimated accuracy without labels" in result.output
     assert {"member_0", "member_1"} <= {layer.name for layer in keras.models.load_model(out / "model/classifier.keras", compile=False).layers}
@@ -222,6 +221,8 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     final = keras.models.load_model(out / "model/classifier.keras", compile=False)
     last = keras.models.load_model(out / "round_4_student_2/classifier.keras", compile=False)
     assert all(np.array_equal(a, b) for a, b in zip(final.get_weights(), last.get_weights()))
+    # the final model knows it is a student, and solving with it warns that its estimate runs high
+    assert model_calibration(out / "model/classifier.keras").student and "a real student" in result.output
     # resumed again, the students are kept
     result = CliRunner().invoke(app, students)
     assert result.exit_code == 0, result.output
