@@ -15,7 +15,7 @@ import numpy as np
 from .challenges import LoadResult
 from .classifier import (ClassifierConfig, RealEval, accuracy, average_classifiers, character_drift, decode_probs, is_ctc, predict_probs, resolve_head,
                          slot_window, train_classifier)
-from .estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate_on_synthetic
+from .estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate_on_synthetic, caveat
 from .domaingap import GapReport, health_alarms, label_preservation
 from .files import InputError, copy_atomic, read_json, write_json_atomic
 from .look import Look, catalog_fonts, choose_fonts, estimate_look, fit_synth_config
@@ -452,7 +452,9 @@ class Pipeline:
             final.update({"val/real_captcha_acc": captcha_acc, "val/real_char_acc": char_acc})
             if self._calibration is not None:
                 final["val/real_estimated_acc"] = self._calibration.estimate(probs)
-                self.log(f"held-out real captchas: read {captcha_acc:.2%}, estimated without labels {final['val/real_estimated_acc']:.2%}")
+                note = caveat(probs, self.spec, self._calibration)
+                self.log(f"held-out real captchas: read {captcha_acc:.2%}, estimated without labels "
+                         f"{final['val/real_estimated_acc']:.2%}" + (f" ({note})" if note else ""))
         self.report["final"] = final
 
     def views_model(self) -> tuple[object, bool]:

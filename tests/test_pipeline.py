@@ -223,6 +223,8 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(final.get_weights(), last.get_weights()))
     # the final model knows it is a student, and solving with it warns that its estimate runs high
     assert model_calibration(out / "model/classifier.keras").student and "a real student" in result.output
+    held_out_line = next(line for line in result.output.splitlines() if line.startswith("held-out real captchas: read"))
+    assert "a real student" in held_out_line  # the pipeline's own held-out line warns too, not only solve's
     # resumed again, the students are kept
     result = CliRunner().invoke(app, students)
     assert result.exit_code == 0, result.output
