@@ -190,6 +190,20 @@ def test_train_resume_continues(tmp_path):
         assert int(data["step"]) == 6
 
 
+def test_the_same_seed_trains_the_same_weights_and_another_seed_does_not(tmp_path):
+    import keras
+
+    weights = {}
+    for name, seed in [("a", 3), ("b", 3), ("c", 4)]:
+        out = tmp_path / name
+        result = runner.invoke(app, ["train", "-o", str(out), "--steps", "4", "--batch-size", "4", "--eval-every", "4",
+                                     "--size", "100x50", "--seed", str(seed)])
+        assert result.exit_code == 0, result.output
+        weights[name] = keras.models.load_model(out / "classifier.keras", compile=False).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(weights["a"], weights["b"]))  # a run is repeated bit for bit
+    assert not all(np.array_equal(a, c) for a, c in zip(weights["a"], weights["c"]))
+
+
 def test_with_precision_copies_weights_and_keeps_outputs_float32(spec):
     model = build_classifier(spec, ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
     assert with_precision(model, "float32") is model
