@@ -268,6 +268,33 @@ def copy_trained_weights(model, trained) -> None:
         model.set_weights(trained.get_weights())
 
 
+def adapt_batchnorm(model, x: np.ndarray, batch_size: int = 500) -> int:
+    """AdaBN (Li et al., 2016): set each BatchNormalization's moving mean and variance to those of its input on
+    `x` (preprocessed real captchas), layer after layer, so that a classifier's normalization, learnt on
+    synthetic or half-synthetic batches, matches the captchas it will read. Changes `model` in place (a nested
+    model, such as an averaged ensemble's member, is adapted member by member); returns the layers adapted.
+    """
+    import keras
+
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if members:
+        return sum(adapt_batchnorm(member, x, batch_size) for member in members)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not len(x):
+        return 0
+    for norm in norms:  # in graph order: each layer's input already passes through the adapted ones before it
+        upto = keras.Model(model.inputs[0], norm.input)
+        total, square, count = 0.0, 0.0, 0
+        for i in range(0, len(x), batch_size):
+            features = np.asarray(upto(x[i : i + batch_size], training=False), np.float64)
+            features = features.reshape(-1, features.shape[-1])  # every position of every captcha, per channel
+            total, square, count = total + features.sum(0), square + (features**2).sum(0), count + len(features)
+        mean = total / count
+        norm.moving_mean.assign(mean.astype(np.float32))
+        norm.moving_variance.assign(np.maximum(square / count - mean**2, 0.0).astype(np.float32))
+    return len(norms)
+
+
 def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Preprocessed images -> (N, L, classes) slot probabilities, or (N, T, classes + 1) for a CTC head."""
     import tensorflow as tf

@@ -803,6 +803,7 @@ def pipeline(
     font_variety: float = typer.Option(PIPELINE_DEFAULTS.font_variety, "--font-variety", min=0.0, max=1.0, help="Fitted synthesizer with --choose-fonts: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones, so the readers also meet glyph shapes the chosen fonts lack (0: chosen fonts only)."),
     calibration_captchas: int = typer.Option(PIPELINE_DEFAULTS.calibration_captchas, "--calibration-captchas", min=0, help="Held-out refined synthetic captchas the final model's label-free accuracy estimate is calibrated on (0: no estimate)."),
     precision: str = typer.Option(PIPELINE_DEFAULTS.precision, "--precision", help=PRECISION_HELP),
+    adapt_batchnorm: bool = typer.Option(PIPELINE_DEFAULTS.adapt_batchnorm, "--adapt-batchnorm/--no-adapt-batchnorm", help="AdaBN: measure every batch normalization's statistics again on real training captchas before each round's pseudo-labels and in the final model (the readers learnt them on synthetic or half-synthetic batches; saved view files keep the trained ones)."),
     resume: bool = typer.Option(False, "--resume", help="Skip stages already done in OUT and continue a killed one; also adds rounds to a finished run."),
 ):
     """Everything from raw challenge files to solutions.json: mask, synth, refine-train, train, self-train, solve.
@@ -835,7 +836,7 @@ def pipeline(
                          classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, background=background,
                          choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None, font_variety=font_variety,
                          calibration_captchas=calibration_captchas, precision=precision,
-                         real_students=real_students, real_student_steps=real_student_steps)
+                         real_students=real_students, real_student_steps=real_student_steps, adapt_batchnorm=adapt_batchnorm)
     report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume, look=look)
     typer.echo(f"pipeline finished in {report['total_seconds']:.0f} s: {out / 'solutions.json'}, model in {out / 'model'}, report in {out / 'report.json'}")
 

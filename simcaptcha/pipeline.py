@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .challenges import LoadResult
-from .classifier import (ClassifierConfig, RealEval, accuracy, average_classifiers, character_drift, decode_probs, is_ctc, predict_probs, resolve_head,
+from .classifier import (ClassifierConfig, RealEval, accuracy, adapt_batchnorm, average_classifiers, character_drift, decode_probs, is_ctc, predict_probs, resolve_head,
                          slot_window, train_classifier)
 from .estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate_on_synthetic, caveat
 from .domaingap import GapReport, health_alarms, label_preservation
@@ -107,6 +107,9 @@ class PipelineConfig:
     # (simcaptcha.estimate); 0: no estimate.
     calibration_captchas: int = 2000
     precision: str = "float32"  # ClassifierConfig.precision of every classifier the pipeline trains
+    # AdaBN: before each round's pseudo-labels, and in the final model, every BatchNormalization's statistics are
+    # measured again on real training captchas (the readers learnt them on synthetic or half-synthetic batches)
+    adapt_batchnorm: bool = False
 
 
 @dataclass
@@ -122,6 +125,9 @@ class Stage:
 
 # CTC views' class weights are fitted on this many real captchas (every one for slot views).
 BALANCE_SAMPLE = 5000
+# Real training captchas the normalization statistics are measured on (--adapt-batchnorm): a mean and a
+# variance per channel settle long before, and each captcha costs a forward pass per BatchNormalization.
+ADAPT_SAMPLE = 4000
 
 
 # Boxes erased from pseudo-labelled real captchas (--erase) reach this share of the synthesizer's mean font
@@ -404,7 +410,7 @@ class Pipeline:
         rounds = self.report.setdefault("rounds", [])
         del rounds[r:]
         view_paths = {k: self.latest_view(k, r) for k in ("a", "b")}
-        views = {k: keras.models.load_model(p, compile=False) for k, p in view_paths.items()}
+        views = {k: self.adapted(keras.models.load_model(p, compile=False)) for k, p in view_paths.items()}
         pseudo, info = self.pseudo_labels(views)
         self.log(f"round {r + 1} pseudo-labels: {len(pseudo.texts)} of {pseudo.considered} real captchas, {pseudo.known_chars} known characters "
                  + json.dumps({k: v for k, v in info.items() if k in ("held_out", "labelled")}))
@@ -481,9 +487,17 @@ class Pipeline:
         trained = [j for j in range(before_student) if is_trained(student_dir(self.out, j, self.cfg))]
         if trained:
             path = student_dir(self.out, trained[-1], self.cfg) / "classifier.keras"
-            return keras.models.load_model(path, compile=False), False, trained[-1]
+            return self.adapted(keras.models.load_model(path, compile=False)), False, trained[-1]
         model, averaged = self.views_model()
-        return model, averaged, None
+        return self.adapted(model), averaged, None
+
+    def adapted(self, model):
+        """`model` with its normalization statistics measured on real training captchas, with --adapt-batchnorm
+        (AdaBN; the files on disk keep the trained ones); else `model` as it is."""
+        if self.cfg.adapt_batchnorm:
+            sample = np.random.default_rng((self.cfg.seed, 4)).permutation(len(self.real_x))[:ADAPT_SAMPLE]
+            adapt_batchnorm(model, self.real_x[np.sort(sample)])
+        return model
 
     def real_student(self, i: int) -> None:
         """Student i: a fresh classifier trained on the confident reads of the real captchas by the model before it
@@ -508,7 +522,8 @@ class Pipeline:
     def calibrate(self, model) -> AccuracyCalibration:
         """The final model's certainty threshold, on refined synthetic captchas no stage trained on (another seed)."""
         return calibrate_on_synthetic(model, self.synthesizer(), load_refiner(self.refiner_path),
-                                      self.cfg.calibration_captchas, seed=self.cfg.seed + 7919)
+                                      self.cfg.calibration_captchas, seed=self.cfg.seed + 7919,
+                                      own_normalization=self.cfg.adapt_batchnorm)
 
     def solve(self) -> None:
         start = time.perf_counter()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simcaptcha.classifier import (ClassifierConfig, accuracy, average_classifiers, build_classifier, cpu_has_bfloat16, decode_probs, erase_randomly,
+from simcaptcha.classifier import (ClassifierConfig, accuracy, adapt_batchnorm, average_classifiers, build_classifier, cpu_has_bfloat16, decode_probs, erase_randomly,
                                    head_windows, predict_probs, resolve_precision, shift_randomly, with_precision)
 from simcaptcha.files import InputError
 from simcaptcha.cli import app
@@ -202,6 +202,31 @@ def test_the_same_seed_trains_the_same_weights_and_another_seed_does_not(tmp_pat
         weights[name] = keras.models.load_model(out / "classifier.keras", compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(weights["a"], weights["b"]))  # a run is repeated bit for bit
     assert not all(np.array_equal(a, c) for a, c in zip(weights["a"], weights["c"]))
+
+
+def test_adapt_batchnorm_measures_each_normalization_on_the_given_captchas(spec):
+    cfg = ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4)
+    model = build_classifier(spec, cfg)
+    x = np.random.default_rng(0).normal(0.5, 0.3, (24, spec.height, spec.width, 1)).astype(np.float32)
+    before = predict_probs(model, x)
+    assert adapt_batchnorm(model, x, batch_size=10) == 3  # two convolutions and the bottleneck, in batches of 10
+    first = model.get_layer("bn_0")
+    conv = np.asarray(keras.Model(model.inputs[0], model.get_layer("conv_0").output)(x)).reshape(-1, 4)
+    np.testing.assert_allclose(np.asarray(first.moving_mean), conv.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(first.moving_variance), conv.var(0), rtol=1e-3, atol=1e-6)
+    # the later layers are measured behind the adapted ones: normalized, their inputs have mean 0 and variance 1
+    last = model.get_layer("bn_bottleneck")
+    inputs = np.asarray(keras.Model(model.inputs[0], last.input)(x)).reshape(-1, 4)
+    normed = np.asarray(keras.Model(model.inputs[0], last.output)(x, training=False)).reshape(-1, 4)
+    standard = (normed - np.asarray(last.beta)) / np.asarray(last.gamma)
+    np.testing.assert_allclose(standard.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(standard.var(0), inputs.var(0) / (inputs.var(0) + last.epsilon), rtol=1e-3)
+    assert not np.allclose(before, predict_probs(model, x))  # the readings follow the new statistics
+    # an averaged ensemble is adapted member by member; no captchas, nothing changes
+    ensemble = average_classifiers([build_classifier(spec, cfg), build_classifier(spec, cfg)])
+    assert adapt_batchnorm(ensemble, x) == 6
+    kept = [w.copy() for w in ensemble.get_weights()]
+    assert adapt_batchnorm(ensemble, x[:0]) == 0 and all(np.array_equal(a, b) for a, b in zip(kept, ensemble.get_weights()))
 
 
 def test_with_precision_copies_weights_and_keeps_outputs_float32(spec):

@@ -118,3 +118,18 @@ def test_a_real_students_calibration_says_its_estimate_runs_high():
     assert AccuracyCalibration.from_dict({k: v for k, v in student.to_dict().items() if k != "student"}) == calibration
     with pytest.raises(InputError, match="student"):
         AccuracyCalibration.from_dict({**student.to_dict(), "student": "yes"})
+
+
+def test_calibrating_with_the_captchas_own_normalization_leaves_the_model_as_it_was(spec, synthesizer):
+    from simcaptcha.classifier import ClassifierConfig, build_classifier
+    from simcaptcha.estimate import calibrate_on_synthetic
+
+    model = build_classifier(spec, ClassifierConfig(filters=(4, 8), dense=8, bottleneck=4))
+    norm = model.get_layer("bn_0")
+    norm.moving_mean.assign(np.full(4, 5.0, np.float32))  # as if measured on captchas far from these
+    before = [w.copy() for w in model.get_weights()]
+    plain = calibrate_on_synthetic(model, synthesizer, captchas=40, seed=1)
+    own = calibrate_on_synthetic(model, synthesizer, captchas=40, seed=1, own_normalization=True)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the statistics are put back
+    assert own.source.endswith("normalized on them") and not plain.source.endswith("normalized on them")
+    assert own.threshold != plain.threshold  # read with their own statistics, the captchas look otherwise to the model
