@@ -162,10 +162,19 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert report["final"]["averaged_views"] is True and 0 <= report["final"]["val/real_captcha_acc"] <= 1
     # the final model carries its accuracy calibration; the pipeline prints and reports the label-free estimate
     calibration = model_calibration(out / "model/classifier.keras")
-    assert calibration is not None and calibration.source == "100 refined synthetic captchas" and not calibration.student
+    # (AdaBN is on by default: the calibration captchas are read with their own normalization statistics)
+    assert calibration is not None and calibration.source == "100 refined synthetic captchas, normalized on them" and not calibration.student
     assert 0 <= report["estimated_accuracy"] <= 1 and 0 <= report["final"]["val/real_estimated_acc"] <= 1
     assert "estimated accuracy without labels" in result.output
-    assert {"member_0", "member_1"} <= {layer.name for layer in keras.models.load_model(out / "model/classifier.keras", compile=False).layers}
+    final = keras.models.load_model(out / "model/classifier.keras", compile=False)
+    assert {"member_0", "member_1"} <= {layer.name for layer in final.layers}
+    # AdaBN: the final model's members keep their views' trained weights but normalize with statistics measured
+    # on the real captchas, while the view files keep the trained statistics
+    member, view = final.get_layer("member_0"), keras.models.load_model(out / "selftrain_2_a/classifier.keras", compile=False)
+    trainable = {id(w) for w in member.trainable_weights}
+    pairs = list(zip(member.weights, view.weights))
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in pairs if id(a) in trainable)
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in pairs if id(a) not in trainable)
 
     # resume adds a round to the finished run without training the earlier stages again
     report["stage_seconds"]["self-train 2"] = 1000.0  # marks the earlier run's time of the round resumed below
@@ -220,7 +229,9 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert len(seeds) == 2
     final = keras.models.load_model(out / "model/classifier.keras", compile=False)
     last = keras.models.load_model(out / "round_4_student_2/classifier.keras", compile=False)
-    assert all(np.array_equal(a, b) for a, b in zip(final.get_weights(), last.get_weights()))
+    trainable = {id(w) for w in final.trainable_weights}  # the last student's weights, its normalization adapted (AdaBN)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(final.weights, last.weights) if id(a) in trainable)
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in zip(final.weights, last.weights) if id(a) not in trainable)
     # the final model knows it is a student, and solving with it warns that its estimate runs high
     assert model_calibration(out / "model/classifier.keras").student and "a real student" in result.output
     held_out_line = next(line for line in result.output.splitlines() if line.startswith("held-out real captchas: read"))
