@@ -268,6 +268,11 @@ def copy_trained_weights(model, trained) -> None:
         model.set_weights(trained.get_weights())
 
 
+# Inside a .keras file whose normalization statistics were measured on real captchas (AdaBN), beside its spec:
+# {"captchas": how many}. Its calibration then reads the synthetic captchas with their own statistics too.
+ADAPTED_ENTRY = "simcaptcha_adabn.json"
+
+
 def adapt_batchnorm(model, x: np.ndarray, batch_size: int = 500) -> int:
     """AdaBN (Li et al., 2016): set each BatchNormalization's moving mean and variance to those of its input on
     `x` (preprocessed real captchas), layer after layer, so that a classifier's normalization, learnt on

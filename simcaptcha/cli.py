@@ -14,9 +14,11 @@ import typer
 from . import quiet
 
 from .challenges import LoadResult, load_captchas
-from .files import InputError, refuse_overwriting_inputs
-from .classifier import ClassifierConfig
+from .files import InputError, copy_atomic, refuse_overwriting_inputs
+from .classifier import ADAPTED_ENTRY, ClassifierConfig
 from .distill import DistillConfig
+from .estimate import CALIBRATION_ENTRY
+from .runs import model_entry
 from .pipeline import PipelineConfig
 from .preprocess import BACKGROUND_SAMPLE
 from .simgan import SimGANConfig
@@ -710,7 +712,7 @@ def calibrate(
 
     Example: simcaptcha calibrate runs/x --model runs/x/model -o calibrated/classifier.keras
     """
-    from .estimate import CALIBRATION_ENTRY, calibrate_on_synthetic
+    from .estimate import calibrate_on_synthetic
     from .refiner import load_refiner
     from .runs import copy_model_with_entries
     from .solver import classifier_path, load_classifier
@@ -725,10 +727,54 @@ def calibrate(
     if refiner is None and not no_refiner and (source.parent / "refiner.keras").is_file():
         refiner = source.parent / "refiner.keras"
     refiner_model = None if no_refiner or refiner is None else load_refiner(refiner)
-    calibration = calibrate_on_synthetic(keras_model, synthesizer, refiner_model, captchas, seed)
+    # a model normalized on real captchas (AdaBN) reads the synthetic ones normalized on them in turn
+    adapted = model_entry(source, ADAPTED_ENTRY, "AdaBN record") is not None
+    calibration = calibrate_on_synthetic(keras_model, synthesizer, refiner_model, captchas, seed, own_normalization=adapted)
     out.parent.mkdir(parents=True, exist_ok=True)
     copy_model_with_entries(source, out, {CALIBRATION_ENTRY: calibration.to_dict()})
     typer.echo(f"wrote {out}: reads {calibration.source_accuracy:.2%} of {calibration.source}; certainty threshold {calibration.threshold:.4f}")
+
+
+@command(tensorflow=True)
+def adapt(
+    paths: List[Path] = PathsArg,
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder to write: classifier.keras with the new statistics, spec.json, and the refiner.keras and mask.png found beside --model (the input model is never overwritten)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder or classifier.keras to adapt; default: the shipped model."),
+    captchas: int = typer.Option(4000, min=1, help="Most real captchas the statistics are measured on (a random sample when there are more)."),
+    seed: int = typer.Option(0, help="Seed of that sample."),
+):
+    """Measure a model's batch normalization again on unlabelled real captchas (AdaBN), training nothing.
+
+    A classifier learns its normalization statistics on the captchas it was trained on; measured on
+    the captchas it will read instead, a reader trained on synthetic captchas read 1.5 points more
+    of HackMIT's on average (`simcaptcha pipeline` does this itself). The model's accuracy
+    calibration, measured before, is not carried over: `simcaptcha calibrate RUN --model OUT` adds
+    a new one. Example: simcaptcha adapt mine/ --model runs/x/classifier_raw -o runs/x/adapted
+    """
+    from .classifier import adapt_batchnorm
+    from .preprocess import preprocess
+    from .runs import save_model_atomic
+    from .solver import classifier_path, load_classifier
+
+    source = classifier_path(model)
+    refuse_overwriting_inputs([out], [*paths, source])
+    keras_model, spec = load_classifier(model)
+    loaded = load_or_fail(paths)
+    images = loaded.images()
+    if images.shape[1:3] != (spec.height, spec.width):
+        fail(f"the captchas are {images.shape[2]}x{images.shape[1]}, the model reads {spec.width}x{spec.height}")
+    sample = np.sort(np.random.default_rng(seed).permutation(len(images))[:captchas])
+    layers = adapt_batchnorm(keras_model, preprocess(images[sample], spec.ink))
+    if not layers:
+        fail(f"{source}: the model has no batch normalization to adapt")
+    out.mkdir(parents=True, exist_ok=True)
+    save_model_atomic(keras_model, out / "classifier.keras", spec, {ADAPTED_ENTRY: {"captchas": len(sample)}})
+    spec.save(out)
+    for name in ("refiner.keras", "mask.png"):
+        if (source.parent / name).is_file():
+            copy_atomic(source.parent / name, out / name)
+    dropped = " (its accuracy calibration is not carried over: `simcaptcha calibrate` adds one)" if model_entry(source, CALIBRATION_ENTRY, "accuracy calibration") else ""
+    typer.echo(f"wrote {out / 'classifier.keras'}: {layers} batch normalizations measured on {len(sample)} real captchas{dropped}")
 
 
 @command()

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .challenges import LoadResult
-from .classifier import (ClassifierConfig, RealEval, accuracy, adapt_batchnorm, average_classifiers, character_drift, decode_probs, is_ctc, predict_probs, resolve_head,
+from .classifier import (ADAPTED_ENTRY, ClassifierConfig, RealEval, accuracy, adapt_batchnorm, average_classifiers, character_drift, decode_probs, is_ctc, predict_probs, resolve_head,
                          slot_window, train_classifier)
 from .estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate_on_synthetic, caveat
 from .domaingap import GapReport, health_alarms, label_preservation
@@ -443,7 +443,9 @@ class Pipeline:
         self._calibration = self.calibrate(model) if self.cfg.calibration_captchas else None
         if self._calibration is not None and student is not None:
             self._calibration = replace(self._calibration, student=True)
-        entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else None
+        entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else {}
+        if self.cfg.adapt_batchnorm:
+            entries[ADAPTED_ENTRY] = {"captchas": min(ADAPT_SAMPLE, len(self.real_x))}
         save_model_atomic(model, final_dir / "classifier.keras", self.spec, entries)
         self.spec.save(final_dir)
         copy_atomic(self.refiner_path, final_dir / "refiner.keras")

@@ -133,3 +133,46 @@ def test_calibrating_with_the_captchas_own_normalization_leaves_the_model_as_it_
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the statistics are put back
     assert own.source.endswith("normalized on them") and not plain.source.endswith("normalized on them")
     assert own.threshold != plain.threshold  # read with their own statistics, the captchas look otherwise to the model
+
+
+def test_adapt_measures_the_normalization_on_real_captchas_and_calibrate_then_reads_synthetic_ones_normalized_on_them(tmp_path, spec):
+    import keras
+    from PIL import Image
+
+    from simcaptcha.classifier import ADAPTED_ENTRY, ClassifierConfig, train_classifier
+    from simcaptcha.runs import model_entry
+    from simcaptcha.synth import Synthesizer
+
+    synth = Synthesizer(spec)
+    synth.save(tmp_path / "run")
+    train_classifier(ClassifierConfig(steps=2, batch_size=8, width=0.25, synthetic_pool=64), synth, tmp_path / "clf", progress=False)
+    model = tmp_path / "clf" / "classifier.keras"
+    before = model.read_bytes()
+    real = tmp_path / "real"
+    real.mkdir()
+    for k, image in enumerate(synth.render_batch(12, 9)[0]):
+        Image.fromarray(255 - image).save(real / f"c{k}.png")  # another look: the normalization has something to learn
+    (real / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(app, ["adapt", str(real), "--model", str(model), "-o", str(out), "--captchas", "10"])
+    assert result.exit_code == 0, result.output
+    assert "broken.png" in result.output and "measured on 10 real captchas" in result.output  # the bad file is one line
+    assert model.read_bytes() == before and (out / "spec.json").is_file()
+    assert model_entry(out / "classifier.keras", ADAPTED_ENTRY, "AdaBN record") == {"captchas": 10}
+    trained, adapted = keras.models.load_model(model, compile=False), keras.models.load_model(out / "classifier.keras", compile=False)
+    learnt = {id(w) for w in adapted.trainable_weights}
+    pairs = list(zip(adapted.weights, trained.weights))
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in pairs if id(a) in learnt)  # nothing trained
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in pairs if id(a) not in learnt)
+    # calibrating the adapted model normalizes the synthetic captchas on themselves, as the real ones were
+    result = CliRunner().invoke(app, ["calibrate", str(tmp_path / "run"), "--model", str(out), "-o", str(tmp_path / "cal.keras"), "--captchas", "100"])
+    assert result.exit_code == 0, result.output
+    assert model_calibration(tmp_path / "cal.keras").source == "100 synthetic captchas, normalized on them"
+    # the output folder may not hold the model it reads, and captchas of another size are refused in one line
+    result = CliRunner().invoke(app, ["adapt", str(real), "--model", str(model), "-o", str(tmp_path / "clf")])
+    assert result.exit_code != 0 and model.read_bytes() == before
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.new("RGB", (30, 20)).save(small / "x.png")
+    result = CliRunner().invoke(app, ["adapt", str(small), "--model", str(model), "-o", str(tmp_path / "other")])
+    assert result.exit_code != 0 and "30x20" in result.output

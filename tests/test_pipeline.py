@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from simcaptcha.classifier import ADAPTED_ENTRY
 from simcaptcha.cli import app
 from simcaptcha.estimate import model_calibration
+from simcaptcha.runs import model_entry
 from simcaptcha.selftrain import agreeing_pseudo_labels, class_balance_weights, pseudo_label_accuracy, reweight
 
 
@@ -168,6 +170,7 @@ def test_pipeline_end_to_end(tmp_path, challenge_dir, monkeypatch):
     assert "estimated accuracy without labels" in result.output
     final = keras.models.load_model(out / "model/classifier.keras", compile=False)
     assert {"member_0", "member_1"} <= {layer.name for layer in final.layers}
+    assert model_entry(out / "model/classifier.keras", ADAPTED_ENTRY, "AdaBN record") == {"captchas": 20}  # the file says so
     # AdaBN: the final model's members keep their views' trained weights but normalize with statistics measured
     # on the real captchas, while the view files keep the trained statistics
     member, view = final.get_layer("member_0"), keras.models.load_model(out / "selftrain_2_a/classifier.keras", compile=False)
