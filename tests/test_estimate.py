@@ -52,14 +52,19 @@ def test_calibration_round_trips_and_rejects_nonsense():
             AccuracyCalibration.from_dict(bad)
 
 
-def test_calibrate_command_adds_the_calibration_and_solve_prints_the_estimate(tmp_path, spec):
+def tiny_run(tmp_path, spec):
+    """A synthesizer saved as tmp_path/run and a tiny classifier trained on it: (synthesizer, its classifier.keras)."""
     from simcaptcha.classifier import ClassifierConfig, train_classifier
     from simcaptcha.synth import Synthesizer
 
     synth = Synthesizer(spec)
     synth.save(tmp_path / "run")
     train_classifier(ClassifierConfig(steps=2, batch_size=8, width=0.25, synthetic_pool=64), synth, tmp_path / "clf", progress=False)
-    model = tmp_path / "clf" / "classifier.keras"
+    return synth, tmp_path / "clf" / "classifier.keras"
+
+
+def test_calibrate_command_adds_the_calibration_and_solve_prints_the_estimate(tmp_path, spec):
+    synth, model = tiny_run(tmp_path, spec)
     before = model.read_bytes()
     out = tmp_path / "calibrated" / "classifier.keras"
     result = CliRunner().invoke(app, ["calibrate", str(tmp_path / "run"), "--model", str(model), "-o", str(out), "--captchas", "100"])
@@ -139,14 +144,10 @@ def test_adapt_measures_the_normalization_on_real_captchas_and_calibrate_then_re
     import keras
     from PIL import Image
 
-    from simcaptcha.classifier import ADAPTED_ENTRY, ClassifierConfig, train_classifier
+    from simcaptcha.classifier import ADAPTED_ENTRY
     from simcaptcha.runs import model_entry
-    from simcaptcha.synth import Synthesizer
 
-    synth = Synthesizer(spec)
-    synth.save(tmp_path / "run")
-    train_classifier(ClassifierConfig(steps=2, batch_size=8, width=0.25, synthetic_pool=64), synth, tmp_path / "clf", progress=False)
-    model = tmp_path / "clf" / "classifier.keras"
+    synth, model = tiny_run(tmp_path, spec)
     before = model.read_bytes()
     real = tmp_path / "real"
     real.mkdir()
