@@ -109,7 +109,7 @@ class PipelineConfig:
     precision: str = "float32"  # ClassifierConfig.precision of every classifier the pipeline trains
     # AdaBN: before each round's pseudo-labels, and in the final model, every BatchNormalization's statistics are
     # measured again on real training captchas (the readers learnt them on synthetic or half-synthetic batches);
-    # +1.7 points on HackMIT and on the `captcha` style (docs/results.md, 2026-12-07)
+    # +1.7, +1.1, +0.3 points on three HackMIT seeds, +1.7 on the `captcha` style (docs/results.md, 2026-12-07)
     adapt_batchnorm: bool = True
 
 
