@@ -445,7 +445,7 @@ class Pipeline:
             self._calibration = replace(self._calibration, student=True)
         entries = {CALIBRATION_ENTRY: self._calibration.to_dict()} if self._calibration else {}
         if self.cfg.adapt_batchnorm:
-            entries[ADAPTED_ENTRY] = {"captchas": min(ADAPT_SAMPLE, len(self.real_x))}
+            entries[ADAPTED_ENTRY] = {"captchas": len(self.adapt_sample())}
         save_model_atomic(model, final_dir / "classifier.keras", self.spec, entries)
         self.spec.save(final_dir)
         copy_atomic(self.refiner_path, final_dir / "refiner.keras")
@@ -498,9 +498,12 @@ class Pipeline:
         """`model` with its normalization statistics measured on real training captchas, unless --no-adapt-batchnorm
         (AdaBN; the files on disk keep the trained ones); else `model` as it is."""
         if self.cfg.adapt_batchnorm:
-            sample = np.random.default_rng((self.cfg.seed, 4)).permutation(len(self.real_x))[:ADAPT_SAMPLE]
-            adapt_batchnorm(model, self.real_x[np.sort(sample)])
+            adapt_batchnorm(model, self.real_x[self.adapt_sample()])
         return model
+
+    def adapt_sample(self) -> np.ndarray:
+        """Indices of the real training captchas AdaBN measures the statistics on (the same every time)."""
+        return np.sort(np.random.default_rng((self.cfg.seed, 4)).permutation(len(self.real_x))[:ADAPT_SAMPLE])
 
     def real_student(self, i: int) -> None:
         """Student i: a fresh classifier trained on the confident reads of the real captchas by the model before it

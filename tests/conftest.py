@@ -85,3 +85,11 @@ def server(challenge_dir):
     answers = json.loads((challenge_dir.parent / "labels.json").read_text())
     with ContestServer(docs, answers, {"img1": b"\xff\xd8fakejpeg"}, threshold=30) as s:
         yield s
+
+
+def assert_only_normalization_differs(adapted, trained) -> None:
+    """`adapted` holds `trained`'s learnt weights exactly, and other normalization statistics (AdaBN)."""
+    learnt = {id(w) for w in adapted.trainable_weights}
+    pairs = list(zip(adapted.weights, trained.weights))
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in pairs if id(a) in learnt)  # nothing trained
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in pairs if id(a) not in learnt)
