@@ -4,8 +4,11 @@ Average thresholded confidence (ATC; Garg et al., "Leveraging unlabeled data to 
 out-of-distribution performance", ICLR 2022): on captchas whose texts are known without anyone
 labelling them, held-out synthetic captchas passed through the refiner, find the certainty
 above which as many captchas lie as the model reads right; the share of real captchas above
-that same certainty estimates the share it reads right. Certainty is the negative entropy of
-the model's distributions summed over its slots (or CTC frames).
+that same certainty estimates the share it reads right. Certainty is the log of the product of
+the top probabilities of the model's slots (or CTC frames): the captcha's own confidence. Models
+calibrated before 7 December 2026 used the negative entropy summed over the slots instead
+(`method` in the calibration says which); both are still read. The top probabilities ran nearer
+the true accuracy on every HackMIT model measured (docs/results.md, 7 December).
 
 The threshold is a property of the model: the pipeline measures it when it makes the model
 and saves it inside the model file (`simcaptcha_calibration.json`, and the ONNX metadata on
@@ -30,13 +33,21 @@ from .spec import CaptchaSpec
 from .synth import Synthesizer, render_pool
 
 CALIBRATION_ENTRY = "simcaptcha_calibration.json"  # inside a .keras file, beside the captcha spec
-METHOD = "ATC, negative entropy"
+TOP_PROBABILITIES = "ATC, top probabilities"
+NEGATIVE_ENTROPY = "ATC, negative entropy"  # calibrations made before 7 December 2026
+METHODS = (TOP_PROBABILITIES, NEGATIVE_ENTROPY)
+METHOD = TOP_PROBABILITIES  # what new calibrations use
 
 
-def certainty(probs: np.ndarray) -> np.ndarray:
-    """Per captcha: the sum over its slots (or CTC frames) of sum_c p log p (0 for a sure reading, lower when unsure)."""
+def certainty(probs: np.ndarray, method: str = METHOD) -> np.ndarray:
+    """Per captcha, 0 for a sure reading and lower when unsure. TOP_PROBABILITIES: the sum over its slots (or CTC
+    frames) of log max_c p; NEGATIVE_ENTROPY: the sum over its slots of sum_c p log p."""
     p = np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)
-    return (p * np.log(p)).sum(-1).sum(-1)
+    if method == TOP_PROBABILITIES:
+        return np.log(p.max(-1)).sum(-1)
+    if method == NEGATIVE_ENTROPY:
+        return (p * np.log(p)).sum(-1).sum(-1)
+    raise ValueError(f"unknown certainty {method!r} (known: {', '.join(METHODS)})")
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class AccuracyCalibration:
 
     def sure(self, probs: np.ndarray) -> np.ndarray:
         """(N,) bool: each captcha's certainty lies above the threshold."""
-        return certainty(probs) > self.threshold
+        return certainty(probs, self.method) > self.threshold
 
     def estimate(self, probs: np.ndarray) -> float | None:
         """The estimated share of these captchas read right (None for none)."""
@@ -69,14 +80,14 @@ class AccuracyCalibration:
             raise InputError(f"{where}: expected a JSON object")
         try:
             threshold, accuracy = float(doc["threshold"]), float(doc["source_accuracy"])
-            source, method, head = str(doc.get("source", "")), str(doc.get("method", METHOD)), str(doc.get("head", "slots"))
+            source, method, head = str(doc.get("source", "")), str(doc.get("method", NEGATIVE_ENTROPY)), str(doc.get("head", "slots"))
             student = doc.get("student", False)
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{where}: needs a numeric threshold and source_accuracy") from None
         if not math.isfinite(threshold) or not 0.0 <= accuracy <= 1.0:
             raise InputError(f"{where}: threshold must be finite and source_accuracy within 0-1")
-        if method != METHOD:
-            raise InputError(f"{where}: unknown method {method!r} (this version knows {METHOD!r})")
+        if method not in METHODS:  # a calibration without one predates the choice: negative entropy
+            raise InputError(f"{where}: unknown method {method!r} (this version knows {' and '.join(map(repr, METHODS))})")
         if head not in ("slots", "ctc"):
             raise InputError(f"{where}: head must be slots or ctc")
         if not isinstance(student, bool):
@@ -96,13 +107,14 @@ def caveat(probs: np.ndarray, spec: CaptchaSpec, calibration: AccuracyCalibratio
     return "; ".join(notes) or None
 
 
-def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str) -> AccuracyCalibration:
-    """The threshold that puts as many of these captchas above it as the model reads right (their true texts)."""
+def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: str, method: str = METHOD) -> AccuracyCalibration:
+    """The threshold of `method`'s certainty that puts as many of these captchas above it as the model reads right
+    (their true texts)."""
     if len(probs) != len(texts) or not len(texts):
         raise ValueError("calibrate needs one text per captcha, and at least one captcha")
     read, _ = decode_probs(probs, spec)
     accuracy = float(np.mean([r == t for r, t in zip(read, texts)]))
-    ranked = np.sort(certainty(probs))[::-1]  # surest first
+    ranked = np.sort(certainty(probs, method))[::-1]  # surest first
     k = int(round(accuracy * len(ranked)))
     if k == 0:
         threshold = float(ranked[0]) + 1.0
@@ -110,7 +122,7 @@ def calibrate(probs: np.ndarray, texts: list[str], spec: CaptchaSpec, source: st
         threshold = float(ranked[-1]) - 1.0
     else:
         threshold = float((ranked[k - 1] + ranked[k]) / 2)
-    return AccuracyCalibration(threshold, source, round(accuracy, 6), head="ctc" if is_ctc(probs, spec) else "slots")
+    return AccuracyCalibration(threshold, source, round(accuracy, 6), method, "ctc" if is_ctc(probs, spec) else "slots")
 
 
 def calibrate_on_synthetic(model, synth: Synthesizer, refiner=None, captchas: int = 2000, seed: int = 7919,

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from simcaptcha.cli import app
-from simcaptcha.estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate, caveat, certainty, model_calibration
+from simcaptcha.estimate import (CALIBRATION_ENTRY, METHODS, NEGATIVE_ENTROPY, TOP_PROBABILITIES, AccuracyCalibration, calibrate,
+                                 caveat, certainty, model_calibration)
 from simcaptcha.files import InputError
 from simcaptcha.spec import CaptchaSpec
 
@@ -47,11 +48,35 @@ def test_threshold_learned_on_one_set_estimates_another():
 
 def test_calibration_round_trips_and_rejects_nonsense():
     c = AccuracyCalibration(-1.25, "10 synthetic captchas", 0.5)
+    assert c.method == TOP_PROBABILITIES
     assert AccuracyCalibration.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    # a calibration saved before the method was chosen, with or without its name, is read with negative entropy
+    old = {"threshold": -0.889, "source": "2000 refined synthetic captchas", "source_accuracy": 0.9075}
+    for doc in [old, {**old, "method": NEGATIVE_ENTROPY}]:
+        assert AccuracyCalibration.from_dict(doc).method == NEGATIVE_ENTROPY
     for bad in [[], {"threshold": "x", "source_accuracy": 0.5}, {"threshold": 1.0, "source_accuracy": 2.0},
                 {"threshold": float("nan"), "source_accuracy": 0.5}, {"threshold": 1.0, "source_accuracy": 0.5, "method": "other"}]:
         with pytest.raises(InputError):
             AccuracyCalibration.from_dict(bad)
+
+
+def test_each_method_thresholds_its_own_certainty():
+    spec = CaptchaSpec(50, 100, 4, 4, "0123456789abcdefghij")
+    probs, texts = readings(np.random.default_rng(3), spec, 200, 0.6, sharp=3.0)
+    # the top-probability certainty is the log of the captcha's confidence (product of its slots' top probabilities)
+    assert np.allclose(certainty(probs), np.log(probs.max(-1).astype(np.float64)).sum(-1), atol=1e-5)
+    assert not np.allclose(certainty(probs), certainty(probs, NEGATIVE_ENTROPY))
+    with pytest.raises(ValueError, match="unknown certainty"):
+        certainty(probs, "other")
+    for method in METHODS:
+        calibration = calibrate(probs, texts, spec, "200 synthetic captchas", method)
+        assert calibration.method == method and calibration.source_accuracy == pytest.approx(0.6)
+        assert calibration.estimate(probs) == pytest.approx(0.6)  # on its own captchas, the share it read right
+        # the threshold belongs to its method: read with the other method's certainty, it would sort differently
+        assert np.array_equal(calibration.sure(probs), certainty(probs, method) > calibration.threshold)
+    entropy = calibrate(probs, texts, spec, "200 synthetic captchas", NEGATIVE_ENTROPY)
+    top = calibrate(probs, texts, spec, "200 synthetic captchas")
+    assert entropy.threshold != pytest.approx(top.threshold)
 
 
 def tiny_run(tmp_path, spec):
