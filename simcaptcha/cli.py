@@ -305,6 +305,9 @@ def refine_train(
     checkpoint_every: int = typer.Option(SIMGAN_DEFAULTS.checkpoint_every, min=1, help="Save a resumable checkpoint every this many steps."),
     synthetic_pool: int = typer.Option(SIMGAN_DEFAULTS.synthetic_pool, "--synthetic-pool", min=0, help=POOL_HELP),
     gap_every: int = typer.Option(SIMGAN_DEFAULTS.gap_every, "--gap-every", min=0, help="Also score the domain gap every this many steps, for TensorBoard (0: at the end only; each score trains fresh small critics)."),
+    gap_steps: int = typer.Option(SIMGAN_DEFAULTS.gap_steps, "--gap-steps", min=1, help="Training steps of each fresh critic that scores the domain gap (fewer: a quicker, noisier score)."),
+    gap_critics: int = typer.Option(SIMGAN_DEFAULTS.gap_critics, "--gap-critics", min=1, help="Critics (seeds) averaged per gap score: one critic's ROC AUC moves by up to 0.09 with its seed."),
+    gap_size: int = typer.Option(SIMGAN_DEFAULTS.gap_size, "--gap-size", min=16, help="Synthetic captchas (and as many real ones at most) the gap is scored on."),
     length: str = typer.Option(DEFAULT_LENGTH, "--length", help=LENGTH_HELP),
     alphabet: str = typer.Option(DEFAULT_ALPHABET, "--alphabet", help=ALPHABET_HELP),
     resize: Optional[str] = typer.Option(None, "--resize", help=RESIZE_HELP),
@@ -335,6 +338,7 @@ def refine_train(
         steps=steps, batch_size=batch_size, reg_lambda=reg_lambda, features=features, blocks=blocks,
         history_size=history_size, pretrain_refiner_steps=pretrain_refiner, pretrain_disc_steps=pretrain_disc,
         seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, synthetic_pool=synthetic_pool, gap_every=gap_every,
+        gap_steps=gap_steps, gap_critics=gap_critics, gap_size=gap_size,
     )
     synthesizer = make_synthesizer(mask_png, font, spec)
     result = train_refiner(cfg, real_x, synthesizer, out, resume=resume, log=typer.echo)

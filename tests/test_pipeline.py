@@ -19,6 +19,19 @@ from .conftest import assert_only_normalization_differs
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+@pytest.fixture(autouse=True)
+def quick_refiner_stage(monkeypatch):
+    """The refiner stage's pretraining and domain-gap critics at a few steps, as its other steps here:
+    tests/test_domaingap.py checks the gap score and its alarms themselves."""
+    from dataclasses import replace
+
+    import simcaptcha.pipeline as pipeline
+
+    full = pipeline.Pipeline.simgan_config
+    quick = dict(pretrain_refiner_steps=2, pretrain_disc_steps=2, gap_steps=4, gap_critics=1, gap_size=32)
+    monkeypatch.setattr(pipeline.Pipeline, "simgan_config", lambda self: replace(full(self), **quick))
+
+
 def one_hot_probs(texts, confidence):
     probs = np.full((len(texts), 4, 36), (1 - confidence) / 35)
     for i, t in enumerate(texts):

@@ -84,6 +84,7 @@ def tiny_args(real, out):
         "refine-train", "--real", str(real), "-o", str(out), "--steps", "6", "--batch-size", "4",
         "--features", "4", "--blocks", "1", "--pretrain-refiner", "3", "--pretrain-disc", "2",
         "--history-size", "16", "--sample-every", "5", "--checkpoint-every", "2", "--seed", "1",
+        "--gap-steps", "4", "--gap-critics", "1", "--gap-size", "32",  # tests/test_domaingap.py checks the score itself
     ]
 
 
