@@ -80,13 +80,14 @@ class AccuracyCalibration:
             raise InputError(f"{where}: expected a JSON object")
         try:
             threshold, accuracy = float(doc["threshold"]), float(doc["source_accuracy"])
+            # a calibration without a method predates the choice: negative entropy
             source, method, head = str(doc.get("source", "")), str(doc.get("method", NEGATIVE_ENTROPY)), str(doc.get("head", "slots"))
             student = doc.get("student", False)
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{where}: needs a numeric threshold and source_accuracy") from None
         if not math.isfinite(threshold) or not 0.0 <= accuracy <= 1.0:
             raise InputError(f"{where}: threshold must be finite and source_accuracy within 0-1")
-        if method not in METHODS:  # a calibration without one predates the choice: negative entropy
+        if method not in METHODS:
             raise InputError(f"{where}: unknown method {method!r} (this version knows {' and '.join(map(repr, METHODS))})")
         if head not in ("slots", "ctc"):
             raise InputError(f"{where}: head must be slots or ctc")
