@@ -319,7 +319,7 @@ class Pipeline:
         if not self.cfg.choose_fonts:
             return config
         chosen, scores = choose_fonts(self.real_x, self.spec, config, fonts, seed=self.cfg.seed, log=self.log)
-        self.report["fonts"] = {"chosen": [Path(f).name for f in chosen], "critic_auc": scores, "variety": self.cfg.font_variety}
+        self.report["fonts"] = {"chosen": [Path(f).name for f in chosen], "fit": scores, "variety": self.cfg.font_variety}
         config = SynthConfig(fonts=chosen, variety=self.cfg.font_variety, variety_fonts=tuple(fonts))
         return fit_synth_config(self.look, self.spec, config, log=self.log)  # sizes again, for these fonts
 

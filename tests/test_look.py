@@ -1,8 +1,10 @@
 """The look estimate and the synthesizer fitted to it, on captchas whose look is known."""
 
+from pathlib import Path
+
 import numpy as np
 
-from simcaptcha.look import choose_fonts, estimate_look, fit_synth_config, synthetic_band
+from simcaptcha.look import choose_fonts, estimate_look, fit_synth_config, mean_ranks, synthetic_band
 from simcaptcha.preprocess import preprocess, text_is_darker
 from simcaptcha.spec import CaptchaSpec
 from simcaptcha.synth import SynthConfig, Synthesizer, default_fonts
@@ -62,8 +64,21 @@ def test_choose_fonts_finds_the_font_the_captchas_were_drawn_with():
                       x_centers=(20.0, 46.0, 72.0, 98.0), rotation=5.0, ground_colours=((240, 240, 240),),
                       ink_colours=((40, 40, 40),), lossless=True, char_fonts=(), char_scale=(), open_four=0.0)
     real, _ = Synthesizer(spec, None, replace_fonts(cfg, fonts[1])).render_batch(300, seed=9)
-    chosen, scores = choose_fonts(preprocess(real, "dark"), spec, cfg, fonts, n=300, steps=120, keep=1, log=lambda *_: None)
+    chosen, scores = choose_fonts(preprocess(real, "dark"), spec, cfg, fonts, n=300, steps=120, keep=1, critics=2,
+                                  log=lambda *_: None)
     assert chosen == (fonts[1],) and len(scores) == 3
+    best = scores[Path(fonts[1]).name]
+    assert best["rank"] == 0 and all(v["rank"] > 0 and v["auc"] > best["auc"] for k, v in scores.items() if v is not best)
+
+
+def test_fonts_are_ranked_by_each_critic_so_a_slow_critic_does_not_decide():
+    # fonts x critics: the second critic learnt less for every font; font 0 is best for critics 1 and 3,
+    # font 1 only for the slow critic, whose low AUCs would win a mean of AUCs
+    aucs = np.array([[0.90, 0.80, 0.91], [0.95, 0.60, 0.96], [0.97, 0.82, 0.98]])
+    assert aucs.mean(axis=1).argmin() == 1
+    ranks = mean_ranks(aucs)
+    assert ranks.argmin() == 0 and np.allclose(ranks, [1 / 3, 2 / 3, 2])
+    assert np.allclose(mean_ranks(np.array([[0.5], [0.5], [0.7]])), [0.5, 0.5, 2])  # ties share their rank
 
 
 def replace_fonts(cfg, font):
