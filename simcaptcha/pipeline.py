@@ -98,7 +98,7 @@ class PipelineConfig:
     # (simcaptcha.look); "stripes" random stripes; "auto" mask where the real captchas share a fixed
     # background, else fitted.
     background: str = "auto"
-    choose_fonts: bool = True  # fitted: draw with the fonts of the catalog (and --font-dir) a critic finds closest to the real ones
+    choose_fonts: bool = True  # fitted: draw with the fonts of the catalog (and --font-dir) three critics rank closest to the real ones
     font_dir: str | None = None  # more fonts to choose from (.ttf, .otf)
     # fitted: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones,
     # so readers also meet glyph shapes the chosen fonts lack (SynthConfig.variety)

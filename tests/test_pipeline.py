@@ -300,7 +300,7 @@ def test_pipeline_runs_on_other_captchas_with_flags_only(tmp_path, size, length,
             "--eval-real", str(held), "--eval-labels", str(held),  # labels from the file names
             "--refiner-steps", "2", "--classifier-steps", "3", "--raw-view-steps", "2", "--selftrain-steps", "2",
             "--synthetic-pool", "64", "--width", "0.25", "--calibration-captchas", "64", "--rounds", "1", "--threshold", "0", "--min-pseudo-labels", "1",
-            "--all-fonts"]  # choosing fonts trains a critic per font: tests/test_look.py checks it on its own
+            "--all-fonts"]  # choosing fonts trains three critics per font: tests/test_look.py checks it on its own
     if ink == "light":
         args += ["--ink", "light"]  # light glyphs over multicoloured stripes: no one ground colour to measure ink against
     result = CliRunner().invoke(app, args)
