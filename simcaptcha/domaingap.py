@@ -29,20 +29,24 @@ KEPT_LABELS = 0.9  # refined captchas must keep at least this share of what the 
 WIDER_GAP = 0.02  # refined captchas further from real than synthetic ones by more than this AUC
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among `values` (0: the lowest); tied values share their mean rank."""
+    order = values.argsort(kind="mergesort")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
 def roc_auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
     """Probability that a random positive scores above a random negative (ties count half)."""
-    scores = np.concatenate([scores_pos, scores_neg])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # average ranks over ties
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    ranks = average_ranks(np.concatenate([scores_pos, scores_neg])) + 1
     n_pos, n_neg = len(scores_pos), len(scores_neg)
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .domaingap import gap_score
+from .domaingap import average_ranks, gap_score
 from .preprocess import estimate_background, preprocess, text_is_darker
 from .spec import CaptchaSpec
 from .synth import SynthConfig, Synthesizer, default_fonts
@@ -301,12 +301,7 @@ def catalog_fonts() -> list[str]:
 def mean_ranks(scores: np.ndarray) -> np.ndarray:
     """Each row's rank (0: lowest score) in every column of `scores` (items x judges), averaged over the
     columns; tied scores share their mean rank."""
-    ranks = np.zeros(scores.shape, dtype=float)
-    for j in range(scores.shape[1]):
-        column = scores[:, j]
-        for i, value in enumerate(column):
-            ranks[i, j] = (column < value).sum() + ((column == value).sum() - 1) / 2
-    return ranks.mean(axis=1)
+    return np.mean([average_ranks(column) for column in scores.T], axis=0)
 
 
 def choose_fonts(real_x: np.ndarray, spec: CaptchaSpec, cfg: SynthConfig, fonts: list[str], background=None,
