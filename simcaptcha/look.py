@@ -312,9 +312,9 @@ def choose_fonts(real_x: np.ndarray, spec: CaptchaSpec, cfg: SynthConfig, fonts:
     For each font, `n` captchas drawn with it alone are scored by `critics` fresh critics (seeds seed,
     seed + 1, ...; domaingap's ROC AUC, 0.5: indistinguishable) against real preprocessed captchas
     `real_x`. Each critic ranks the fonts, and the `keep` fonts of the best mean rank are kept: one
-    critic's AUCs move by up to 0.15 with its seed while the fonts lie within a few hundredths, and
-    critics of one seed learn faster or slower for every font alike, so ranks average where AUCs do
-    not (docs/results.md, 7 December). Returns (chosen fonts, {font file name: {"auc": mean AUC,
+    critic's AUCs move by up to 0.15 with its seed, more than the fonts differ, and a critic that
+    learns more slowly spreads its AUCs wider, so ranks average where AUCs do not (docs/results.md,
+    7 December). Returns (chosen fonts, {font file name: {"auc": mean AUC,
     "rank": mean rank}}), best first.
     """
     from pathlib import Path
