@@ -43,17 +43,12 @@ def main():
     parser.add_argument("--pool", type=int, default=32_000, help="synthetic captchas rendered once for both recognizers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds: of the refiner (the first) and of each pair")
     parser.add_argument("--raw", action=argparse.BooleanOptionalAction, default=True, help="also train the raw recognizer")
-    parser.add_argument("--label-keeper", action="store_true",
-                        help="train the refiner with a label loss: the first seed's raw recognizer (trained first) must still "
-                             "read refined captchas as their texts; weight label_weight (--set label_weight=1; default here 1)")
     parser.add_argument("-o", "--out", required=True, help="folder for the refiner and recognizers")
     args = parser.parse_args()
     quiet.tensorflow()
 
     from simcaptcha.challenges import captcha_files, load_captchas
-    import keras
-
-    from simcaptcha.classifier import ClassifierConfig, label_keeper, load_real_eval, resolve_head, slot_window, train_classifier
+    from simcaptcha.classifier import ClassifierConfig, load_real_eval, resolve_head, slot_window, train_classifier
     from simcaptcha.preprocess import preprocess
     from simcaptcha.refiner import load_refiner, refine_pool
     from simcaptcha.simgan import SimGANConfig, train_refiner
@@ -65,34 +60,14 @@ def main():
     head = resolve_head(args.head, synth.spec, synth)
     line = {"synth": args.synth, "set": dict(args.settings), "steps": args.steps, "width": args.width, "head": head}
     pool = render_pool_with_bar(synth, args.pool, seed=args.seeds[0])
-    rows = {seed: {"seed": seed} for seed in args.seeds}
-
-    def reader(name, seed, data, used, path=None):
-        cfg = ClassifierConfig(steps=args.steps, width=args.width, synthetic_pool=args.pool, eval_every=args.steps, seed=seed, head=head)
-        cfg = replace(cfg, head_window=slot_window(synth, cfg), refiner=str(path) if path else None)
-        start = time.perf_counter()
-        metrics = train_classifier(cfg, synth, out / f"{name}_s{seed}", refiner=used, pool=data, real_eval=real_eval, log=lambda *_: None)
-        rows[seed][name] = round(metrics["val/real_captcha_acc"], 4)
-        rows[seed][f"{name}_chars"] = round(metrics["val/real_char_acc"], 4)
-        rows[seed][f"{name}_seconds"] = round(time.perf_counter() - start)
-
-    if args.raw:
-        for seed in args.seeds:
-            reader("raw", seed, pool, None)
     refiner_path = args.refiner
     if refiner_path is None:
         files = [f for f in captcha_files(args.real) if not any(x in Path(f).name for x in args.exclude)]
         real_x = preprocess(load_captchas(files).images(), synth.spec.ink)
         cfg = SimGANConfig(seed=args.seeds[0], steps=PIPELINE.refiner_steps, synthetic_pool=args.pool)
         cfg = replace(cfg, **{k: _tuples(v) for k, v in args.settings})
-        keeper = None
-        if args.label_keeper:
-            if not cfg.label_weight:
-                cfg = replace(cfg, label_weight=1.0)
-            keeper = label_keeper(keras.models.load_model(out / f"raw_s{args.seeds[0]}" / "classifier.keras", compile=False), synth.spec)
-            line["set"]["label_weight"] = cfg.label_weight
         start = time.perf_counter()
-        result = train_refiner(cfg, real_x, synth, out / "refiner", pool=pool, log=print, label_loss=keeper)
+        result = train_refiner(cfg, real_x, synth, out / "refiner", pool=pool, log=print)
         del real_x
         line["refiner_seconds"] = round(time.perf_counter() - start)
         line["gap"] = {k: round(result["gap"][k], 4) for k in ("synthetic_gap", "refined_gap", "mean_change")}
@@ -100,10 +75,20 @@ def main():
         refiner_path = out / "refiner" / "refiner.keras"
     refiner = load_refiner(refiner_path)
     refined = refine_pool(pool, refiner, str(refiner_path))
+    rows = []
     for seed in args.seeds:
-        reader("refined", seed, refined, refiner, refiner_path)
-        print(json.dumps({**line, **rows[seed]}), flush=True)
-    rows = list(rows.values())
+        base = ClassifierConfig(steps=args.steps, width=args.width, synthetic_pool=args.pool, eval_every=args.steps, seed=seed, head=head)
+        base = replace(base, head_window=slot_window(synth, base))
+        row = {"seed": seed}
+        readers = [("refined", refined, refiner, replace(base, refiner=str(refiner_path)))] + ([("raw", pool, None, base)] if args.raw else [])
+        for name, data, used, cfg in readers:
+            start = time.perf_counter()
+            metrics = train_classifier(cfg, synth, out / f"{name}_s{seed}", refiner=used, pool=data, real_eval=real_eval, log=lambda *_: None)
+            row[name] = round(metrics["val/real_captcha_acc"], 4)
+            row[f"{name}_chars"] = round(metrics["val/real_char_acc"], 4)
+            row[f"{name}_seconds"] = round(time.perf_counter() - start)
+        print(json.dumps({**line, **row}), flush=True)
+        rows.append(row)
     summary = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("refined", "raw") if k in rows[0]}
     if "raw" in summary:
         summary["refined_minus_raw"] = round(summary["refined"] - summary["raw"], 4)

@@ -532,40 +532,6 @@ def training_loop(run: RunDir, cfg, start: int, step_fn, evaluate, schedule, mod
     return metrics
 
 
-def text_loss(y, out, ctc: bool, num_classes: int):
-    """Mean loss of a classifier's outputs `out` against (N, max_length) labels `y`.
-
-    Slots: cross-entropy summed over the slots; -1 marks an unknown character (pseudo-labels), left out.
-    CTC: over the columns, the text ending at the first PAD.
-    """
-    import keras
-    import tensorflow as tf
-
-    if ctc:
-        # ctc_loss wants logits: log of a softmax is one (its log-softmax is itself).
-        label_length = tf.reduce_sum(tf.cast(y >= 0, tf.int32), axis=1)
-        logit_length = tf.fill([tf.shape(out)[0]], tf.shape(out)[1])
-        losses = tf.nn.ctc_loss(tf.maximum(y, 0), tf.math.log(out + 1e-8), label_length, logit_length,
-                                logits_time_major=False, blank_index=num_classes)
-        return tf.reduce_mean(losses)
-    known = tf.cast(y >= 0, tf.float32)
-    y = tf.maximum(y, 0)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
-    return tf.add_n([loss_fn(y[:, i], out[i], sample_weight=known[:, i]) for i in range(len(out))])
-
-
-def label_keeper(model, spec: CaptchaSpec):
-    """A refiner's label loss (simgan.train_refiner's `label_loss`): how badly this frozen classifier, trained
-    on raw synthetic captchas, reads refined ones as their own texts. Its batch statistics stay as trained."""
-    ctc = is_ctc(model, spec)
-    model.trainable = False
-
-    def loss(refined, y):
-        return text_loss(y, model(refined, training=False), ctc, spec.num_classes)
-
-    return loss
-
-
 def train_classifier(
     cfg: ClassifierConfig,
     synth: Synthesizer,
@@ -617,6 +583,7 @@ def train_classifier(
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02)
     optimizer = keras.optimizers.Adam(schedule)
     optimizer.build(trained.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
 
     start = 0
     if resume and run.has_checkpoint():
@@ -628,7 +595,17 @@ def train_classifier(
         return per_batch_refiner(x, training=False)
 
     def loss_of(y, out):
-        return text_loss(y, out, ctc, spec.num_classes)
+        if ctc:
+            # CTC over the columns; the text ends at the first PAD. ctc_loss wants logits: log of a
+            # softmax is one (its log-softmax is itself).
+            label_length = tf.reduce_sum(tf.cast(y >= 0, tf.int32), axis=1)
+            logit_length = tf.fill([tf.shape(out)[0]], tf.shape(out)[1])
+            losses = tf.nn.ctc_loss(tf.maximum(y, 0), tf.math.log(out + 1e-8), label_length, logit_length,
+                                    logits_time_major=False, blank_index=spec.num_classes)
+            return tf.reduce_mean(losses)
+        known = tf.cast(y >= 0, tf.float32)  # pseudo-labels mark unknown characters with -1
+        y = tf.maximum(y, 0)
+        return tf.add_n([loss_fn(y[:, i], out[i], sample_weight=known[:, i]) for i in range(len(out))])
 
     @tf.function
     def train_step(x, y, frames, frame_weight):

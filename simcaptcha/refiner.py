@@ -17,7 +17,6 @@ class RefinerConfig:
     features: int = 8  # F: feature maps of the refiner (lean: it runs on every classifier batch)
     blocks: int = 3  # K: ResNet blocks
     disc_features: int = 32  # width of the discriminator
-    residual: bool = False  # output = input + a correction (starting at zero: the identity), clipped to [-1, 1]
 
 
 def build_refiner(cfg: RefinerConfig = RefinerConfig()):
@@ -34,11 +33,7 @@ def build_refiner(cfg: RefinerConfig = RefinerConfig()):
         y = layers.Conv2D(cfg.features, 3, padding="same", activation="relu", name=f"block_{i}_conv_a")(x)
         y = layers.Conv2D(cfg.features, 3, padding="same", name=f"block_{i}_conv_b")(y)
         x = layers.ReLU(name=f"block_{i}_out")(layers.Add(name=f"block_{i}_skip")([x, y]))
-    if cfg.residual:
-        change = layers.Conv2D(1, 1, kernel_initializer="zeros", name="change")(x)
-        outputs = layers.Activation("hard_tanh", name="refined")(layers.Add(name="input_plus_change")([inputs, change]))
-    else:
-        outputs = layers.Conv2D(1, 1, activation="tanh", name="refined")(x)
+    outputs = layers.Conv2D(1, 1, activation="tanh", name="refined")(x)
     return keras.Model(inputs, outputs, name="refiner")
 
 

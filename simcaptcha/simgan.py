@@ -33,13 +33,11 @@ class SimGANConfig:
     k_d: int = 1
     batch_size: int = 32
     reg_lambda: float = 5.0  # weight of the self-regularization L1
-    label_weight: float = 0.0  # weight of the label loss (train_refiner's label_loss): a frozen reader must still read refined captchas as their texts
     learning_rate: float = 1e-3
     history_size: int = 2048  # refined images remembered for the discriminator
     features: int = 8
     blocks: int = 3
     disc_features: int = 32
-    residual: bool = False  # the refiner returns its input plus a correction (RefinerConfig.residual)
     seed: int = 0
     sample_every: int = 100
     checkpoint_every: int = 50
@@ -67,21 +65,17 @@ def gap_synthetic(synth, cfg: SimGANConfig) -> tuple[np.ndarray, list[str]]:
 
 
 def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out_dir, resume: bool = False,
-                  pool: SyntheticPool | None = None, progress: bool = True, log=print, label_loss=None) -> dict:
+                  pool: SyntheticPool | None = None, progress: bool = True, log=print) -> dict:
     """Train refiner and discriminator on preprocessed real images `real_x` (N, H, W, 1) against `synth`'s
     captchas; write OUT/refiner.keras (and synth.json, spec.json: what the run was made from).
 
     pool: draw synthetic batches from these pre-rendered captchas (a pipeline shares one between
     stages); without it, cfg.synthetic_pool captchas are rendered here when set.
-    label_loss: (refined images, (N, max_length) labels) -> scalar tensor, weighted by cfg.label_weight in
-    the refiner's loss (for example classifier.label_keeper of a reader of raw synthetic captchas).
     """
     import keras
     import tensorflow as tf
     from tqdm import tqdm
 
-    if cfg.label_weight and label_loss is None:
-        raise ValueError("label_weight is set, but no label_loss was given")
     run = RunDir(out_dir)
     if resume and run.has_checkpoint():
         cfg = run.load_config(SimGANConfig)
@@ -90,7 +84,7 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out
     synth.spec.save(run.path)
     keras.utils.set_random_seed(cfg.seed)
 
-    net_cfg = RefinerConfig(cfg.features, cfg.blocks, cfg.disc_features, cfg.residual)
+    net_cfg = RefinerConfig(cfg.features, cfg.blocks, cfg.disc_features)
     refiner, disc = build_refiner(net_cfg), build_discriminator(net_cfg)
     opt_r, opt_d = keras.optimizers.Adam(cfg.learning_rate), keras.optimizers.Adam(cfg.learning_rate)
     opt_r.build(refiner.trainable_variables)
@@ -113,15 +107,14 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out
         return loss
 
     @tf.function
-    def refiner_step(syn, y):
+    def refiner_step(syn):
         with tf.GradientTape() as tape:
             refined = refiner(syn, training=True)
             adv = refiner_adversarial_loss(disc(refined, training=False))
             reg = self_regularization_loss(syn, refined)
-            kept = label_loss(refined, y) if cfg.label_weight else tf.constant(0.0)
-            loss = adv + cfg.reg_lambda * reg + cfg.label_weight * kept
+            loss = adv + cfg.reg_lambda * reg
         opt_r.apply_gradients(zip(tape.gradient(loss, refiner.trainable_variables), refiner.trainable_variables))
-        return adv, reg, kept
+        return adv, reg
 
     @tf.function
     def disc_step(real, refined):
@@ -178,13 +171,10 @@ def train_refiner(cfg: SimGANConfig, real_x: np.ndarray, synth: Synthesizer, out
             scalars = {"disc/loss": float(loss), "disc/real_acc": float(ra), "disc/refined_acc": float(fa)}
         else:
             for _ in range(cfg.k_g):
-                syn, y = next(stream)
-                adv, reg, kept = refiner_step(syn, tf.constant(np.asarray(y, np.int32)))
+                adv, reg = refiner_step(next(stream)[0])
             for k in range(cfg.k_d):
                 loss, ra, fa = train_disc(step, k)
             scalars = {"refiner/adversarial": float(adv), "refiner/self_reg": float(reg), "disc/loss": float(loss), "disc/real_acc": float(ra), "disc/refined_acc": float(fa)}
-            if cfg.label_weight:
-                scalars["refiner/label"] = float(kept)
             disc_losses.append(float(loss))
         done = step + 1
         bar.update(1)
