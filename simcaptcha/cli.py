@@ -849,7 +849,8 @@ def pipeline(
     background: str = typer.Option(PIPELINE_DEFAULTS.background, "--background", help="What synthetic captchas are drawn over, and how: mask (the background the real captchas share, HackMIT's hand-fitted look), fitted (grounds, inks, sizes and places measured on the real captchas), stripes (random stripes), auto (mask where the real captchas share a fixed background, else fitted)."),
     ink: str = typer.Option("auto", "--ink", help="Whether the text is lighter (light) or darker (dark) than its background, or either per captcha (mixed: each captcha is turned so its text is bright); auto: measured on the captchas."),
     font_dir: Optional[Path] = typer.Option(None, "--font-dir", help="A folder of your own fonts (.ttf, .otf) for the fitted synthesizer to choose from, beside the shipped catalog."),
-    choose_fonts: bool = typer.Option(PIPELINE_DEFAULTS.choose_fonts, "--choose-fonts/--all-fonts", help="Fitted synthesizer: draw with the three fonts that three fresh critics rank closest to the real captchas (printed), or with every font."),
+    choose_fonts: bool = typer.Option(PIPELINE_DEFAULTS.choose_fonts, "--choose-fonts/--all-fonts", help="Fitted synthesizer: draw with three fonts chosen on the real captchas (three fresh critics shortlist the closest, see --font-readers; printed), or with every font."),
+    font_readers: int = typer.Option(PIPELINE_DEFAULTS.font_readers, "--font-readers", min=0, help="Fitted synthesizer with --choose-fonts: the critics shortlist this many fonts, then a small reader taught by each shortlisted font alone reads real captchas, and the three fonts whose readers read each character most nearly equally often are drawn with (about a minute per font; 0 or 3: the critics' three)."),
     font_variety: float = typer.Option(PIPELINE_DEFAULTS.font_variety, "--font-variety", min=0.0, max=1.0, help="Fitted synthesizer with --choose-fonts: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones, so the readers also meet glyph shapes the chosen fonts lack (0: chosen fonts only)."),
     calibration_captchas: int = typer.Option(PIPELINE_DEFAULTS.calibration_captchas, "--calibration-captchas", min=0, help="Held-out refined synthetic captchas the final model's label-free accuracy estimate is calibrated on (0: no estimate)."),
     precision: str = typer.Option(PIPELINE_DEFAULTS.precision, "--precision", help=PRECISION_HELP),
@@ -884,7 +885,7 @@ def pipeline(
                          selftrain_steps=selftrain_steps, selftrain_rounds=rounds, selftrain_threshold=threshold, selftrain_shift=shift, selftrain_erase=erase,
                          selftrain_fraction=real_fraction, min_pseudo_labels=min_pseudo_labels, balance_classes=balance, average_views=average_views,
                          classifier_width=width, student_steps=student_steps, synthetic_pool=synthetic_pool, head=head, background=background,
-                         choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None, font_variety=font_variety,
+                         choose_fonts=choose_fonts, font_dir=str(font_dir) if font_dir else None, font_readers=font_readers, font_variety=font_variety,
                          calibration_captchas=calibration_captchas, precision=precision,
                          real_students=real_students, real_student_steps=real_student_steps, adapt_batchnorm=adapt_batchnorm)
     report = run_pipeline(loaded, out, spec, cfg, real_eval=real_eval, eval_labels=labels, log=typer.echo, resume=resume, look=look)

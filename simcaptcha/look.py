@@ -332,5 +332,5 @@ def choose_fonts(real_x: np.ndarray, spec: CaptchaSpec, cfg: SynthConfig, fonts:
     named = {Path(fonts[k]).name: {"auc": round(float(aucs[k].mean()), 4), "rank": round(float(ranks[k]), 2)} for k in order}
     log(f"fonts by fit (mean rank of {critics} critics, and their mean ROC AUC; lower fits better): "
         + ", ".join(f"{name} {v['rank']:.1f} ({v['auc']:.3f})" for name, v in named.items()))
-    log("chosen fonts: " + ", ".join(Path(f).name for f in chosen))
+    log(f"fonts the critics keep ({keep}): " + ", ".join(Path(f).name for f in chosen))
     return chosen, named

@@ -18,6 +18,7 @@ from .classifier import (ADAPTED_ENTRY, ClassifierConfig, RealEval, accuracy, ad
 from .estimate import CALIBRATION_ENTRY, AccuracyCalibration, calibrate_on_synthetic, caveat
 from .domaingap import GapReport, health_alarms, label_preservation
 from .files import InputError, copy_atomic, read_json, write_json_atomic
+from .fontfit import fonts_by_reads
 from .look import Look, catalog_fonts, choose_fonts, estimate_look, fit_synth_config
 from .preprocess import BACKGROUND_SAMPLE, estimate_background, preprocess
 from .refiner import load_refiner, refine_images, refine_pool
@@ -99,6 +100,9 @@ class PipelineConfig:
     # background, else fitted.
     background: str = "auto"
     choose_fonts: bool = True  # fitted: draw with the fonts of the catalog (and --font-dir) three critics rank closest to the real ones
+    # fitted, choosing fonts: the critics shortlist this many fonts, and of those the three whose small synthetic-only
+    # readers read the real captchas most evenly are drawn with (simcaptcha.fontfit); 0 or 3: the critics' three
+    font_readers: int = 6
     font_dir: str | None = None  # more fonts to choose from (.ttf, .otf)
     # fitted: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones,
     # so readers also meet glyph shapes the chosen fonts lack (SynthConfig.variety)
@@ -318,8 +322,15 @@ class Pipeline:
         config = fit_synth_config(self.look, self.spec, SynthConfig(fonts=tuple(fonts)), log=self.log)
         if not self.cfg.choose_fonts:
             return config
-        chosen, scores = choose_fonts(self.real_x, self.spec, config, fonts, seed=self.cfg.seed, log=self.log)
-        self.report["fonts"] = {"chosen": [Path(f).name for f in chosen], "fit": scores, "variety": self.cfg.font_variety}
+        keep = 3
+        chosen, scores = choose_fonts(self.real_x, self.spec, config, fonts, keep=max(keep, self.cfg.font_readers),
+                                      seed=self.cfg.seed, log=self.log)
+        self.report["fonts"] = {"fit": scores, "variety": self.cfg.font_variety}
+        if len(chosen) > keep:
+            chosen, reads = fonts_by_reads(self.real_x, self.spec, config, list(chosen), keep=keep, head=self.cfg.head,
+                                           seed=self.cfg.seed, log=self.log)
+            self.report["fonts"]["reads"] = reads
+        self.report["fonts"]["chosen"] = [Path(f).name for f in chosen]
         config = SynthConfig(fonts=chosen, variety=self.cfg.font_variety, variety_fonts=tuple(fonts))
         return fit_synth_config(self.look, self.spec, config, log=self.log)  # sizes again, for these fonts
 

@@ -14,7 +14,7 @@ LAYERS = [
     "challenges", "preprocess", "viz", "domaingap",
     "synth", "look",
     "refiner", "simgan",
-    "classifier", "estimate", "selftrain", "distill",
+    "classifier", "fontfit", "estimate", "selftrain", "distill",
     "onnx_backend", "solver", "export",
     "raybatch", "service", "pipeline", "contest",
     "cli", "__main__", "__init__",
