@@ -99,9 +99,10 @@ class PipelineConfig:
     # (simcaptcha.look); "stripes" random stripes; "auto" mask where the real captchas share a fixed
     # background, else fitted.
     background: str = "auto"
-    choose_fonts: bool = True  # fitted: draw with the fonts of the catalog (and --font-dir) three critics rank closest to the real ones
-    # fitted, choosing fonts: the critics shortlist this many fonts, and of those the three whose small synthetic-only
-    # readers read the real captchas most evenly are drawn with (simcaptcha.fontfit); 0 or 3: the critics' three
+    choose_fonts: bool = True  # fitted: draw with three fonts of the catalog (and --font-dir) chosen on the real captchas
+    # fitted, choosing fonts: three critics shortlist this many fonts closest to the real captchas, and of those the three
+    # whose small synthetic-only readers read the real captchas most surely and evenly are drawn with (simcaptcha.fontfit;
+    # +2.2 points on the `captcha` style, docs/results.md, 8 December); 0 or 3: the critics' three
     font_readers: int = 6
     font_dir: str | None = None  # more fonts to choose from (.ttf, .otf)
     # fitted: share of characters drawn with any font of the catalog (and --font-dir) instead of the chosen ones,
