@@ -30,14 +30,15 @@ def reading_score(char_rows: list[np.ndarray]) -> float:
     plus the rows' mean entropy, i.e. log(classes) minus the mutual information between a character's
     image and its reading. 0: every character read surely and each as often; a reader whose mistakes are
     spread evenly but unsure scores badly, and so does one that surely reads some characters as others.
-    No rows: the largest score, log(classes) + log(classes)."""
+    No characters read: the largest score, log(classes) + log(classes); no captchas at all: infinity."""
+    if not char_rows:
+        return float("inf")
     rows = [r for r in char_rows if len(r)]
-    classes = char_rows[0].shape[-1] if char_rows else 1
     if not rows:
-        return float(2 * np.log(classes))
+        return float(2 * np.log(char_rows[0].shape[-1]))
     p = np.clip(np.concatenate(rows).astype(np.float64), 1e-12, 1.0)
     mean = p.mean(axis=0)
-    divergence = float(np.sum(mean * np.log(mean * classes)))
+    divergence = float(np.sum(mean * np.log(mean * p.shape[1])))
     entropy = float(np.mean(-np.sum(p * np.log(p), axis=1)))
     return divergence + entropy
 

@@ -23,6 +23,7 @@ def test_reading_score_prefers_sure_and_even_reads():
     assert 0.0 < reading_score(sure_skewed) < np.log(classes)
     assert np.isclose(reading_score(unsure_even), np.log(classes))
     assert np.isclose(reading_score([np.zeros((0, classes))]), 2 * np.log(classes))  # nothing read: the worst score
+    assert reading_score([]) == float("inf")  # no captchas read: never chosen over a font that read some
 
 
 def test_fonts_by_reads_keeps_the_font_the_captchas_were_drawn_with():
